@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Each first runs scripts/setup.sh (idempotent; a second run only checks its stamps).
+SHELL := /bin/bash
+CARGO ?= cargo
+RUN_ARGS ?=
+
+.PHONY: setup run test bench cuda cuda-setup clean-deps help
+
+help:
+	@echo "make run    - set up, then run the main job (embedded mode)"
+	@echo "make test   - set up, then run every test (Rust workspace + Python parity checks)"
+	@echo "make bench  - set up (with the Python baselines), then write the benchmark tables"
+	@echo "make cuda   - build the CUDA variant against the full PyTorch 2.11.0 (target/cuda)"
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	$(CARGO) run --release -p permakey-rl -- run $(RUN_ARGS)
+
+test: setup
+	$(CARGO) test --workspace --release --no-fail-fast
+
+bench: setup
+	@scripts/setup.sh --bench
+	$(CARGO) bench -p atari --bench env_throughput
+
+cuda-setup:
+	@scripts/setup.sh --cuda
+
+cuda: cuda-setup
+	scripts/build-cuda.sh
+
+clean-deps:
+	rm -rf .deps .cargo/config.toml
