@@ -1,56 +1,16 @@
 //! Device selection shared by every binary (`--device auto|cpu|cuda`).
 
-use std::{fmt, str::FromStr};
-
-use serde::{Deserialize, Serialize};
+pub use pkrl_config::DeviceChoice;
 use tch::Device;
-
-/// Which accelerator a binary should run its tensors on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    /// The first CUDA device when one is usable, the CPU otherwise.
-    #[default]
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// The first CUDA device; an error when none is usable.
-    Cuda,
-}
 
 /// Why a device could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeviceError {
-    #[error("unknown device '{0}': expected auto, cpu or cuda")]
-    Unknown(String),
     #[error(
         "--device cuda was asked for but no CUDA device is usable: this binary was built for the CPU \
          (build it with `make cuda`) or no GPU is visible (check nvidia-smi)"
     )]
     CudaUnavailable,
-}
-
-impl FromStr for DeviceChoice {
-    type Err = DeviceError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self::Auto),
-            "cpu" => Ok(Self::Cpu),
-            "cuda" | "gpu" => Ok(Self::Cuda),
-            _ => Err(DeviceError::Unknown(text.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for DeviceChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Cpu => "cpu",
-            Self::Cuda => "cuda",
-        })
-    }
 }
 
 /// Turns a [`DeviceChoice`] into a `tch` device, checking that CUDA is really usable.
@@ -85,8 +45,15 @@ mod tests {
         assert_eq!("auto".parse(), Ok(DeviceChoice::Auto));
         assert_eq!("CPU".parse(), Ok(DeviceChoice::Cpu));
         assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda));
-        let err = "tpu".parse::<DeviceChoice>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown device 'tpu': expected auto, cpu or cuda");
+        assert_eq!("tpu".parse::<DeviceChoice>().unwrap_err(), "unknown device 'tpu': expected auto, cpu or cuda");
+    }
+
+    #[test]
+    fn cuda_without_a_gpu_is_a_clear_error() {
+        if !tch::Cuda::is_available() {
+            let err = resolve_device(DeviceChoice::Cuda).unwrap_err().to_string();
+            assert!(err.contains("make cuda") && !err.contains('\n'), "{err}");
+        }
     }
 
     #[test]

@@ -13,4 +13,4 @@
 pub mod device;
 pub mod keypoints;
 
-pub use device::{resolve_device, DeviceChoice, DeviceError};
+pub use device::{describe_runtime, resolve_device, DeviceChoice, DeviceError};

@@ -1,0 +1,31 @@
+//! The `permakey-rl` command line. Each subcommand is a function here; `main.rs` only parses.
+//!
+//! - `run`: the main job on the embedded (single-process) default. Today it is the most complete
+//!   pipeline that exists: the Atari-100k environment pool stepping a seeded random policy,
+//!   episode statistics, throughput and recordings of what the agent sees, written to a run folder.
+//!   It grows into the embedded keypoint-agent training run as the model and agent land.
+//! - `atari games | record`: list the ROMs; record an episode as GIF and PNG strip.
+//! - `doctor`: checks libtorch, the device, the ROMs and ALE; times a conv net's forward+backward.
+
+pub mod collect;
+pub mod doctor;
+pub mod record;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use pkrl_config::Config;
+
+/// Creates the run folder `<out_dir>/<name>` and writes the resolved config into it.
+pub fn create_run_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    let name = if config.run.name.is_empty() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        format!("{}-{}-{now}", atari::roms::normalise_game_name(&config.env.game), config.run.seed)
+    } else {
+        config.run.name.clone()
+    };
+    let dir = config.run.out_dir.join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    std::fs::write(dir.join("config.toml"), config.to_toml()).with_context(|| format!("cannot write {}/config.toml", dir.display()))?;
+    Ok(dir)
+}

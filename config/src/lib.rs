@@ -1,0 +1,404 @@
+//! The one configuration schema every PermaKey-RL binary reads.
+//!
+//! Precedence, lowest to highest (as quickwit's config does):
+//! 1. defaults ([`Config::default`], the paper's values where the spec gives them);
+//! 2. a TOML file (`--config run.toml`; `config/example.toml` documents every field);
+//! 3. environment variables `PERMAKEY__SECTION__KEY=value` (double underscores separate the path,
+//!    e.g. `PERMAKEY__ENV__GAME=Seaquest`);
+//! 4. command-line overrides `--set section.key=value` (repeatable) and dedicated flags such as
+//!    `--device`.
+//!
+//! Values in overrides are read as TOML literals (`4`, `true`, `"x"`, `[1, 2]`); anything that
+//! does not parse as one is taken as a string, so `--set env.game=Seaquest` works unquoted.
+//! Unknown keys anywhere are errors (`deny_unknown_fields`), and [`Config::validate`] checks
+//! ranges after the merge. A run saves the resolved config next to its outputs.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use serde::{Deserialize, Serialize};
+
+pub use atari::{EnvConfig, NoiseType, Preset};
+
+mod tracing_init;
+pub use tracing_init::init_tracing;
+
+/// Prefix of environment-variable overrides.
+pub const ENV_PREFIX: &str = "PERMAKEY__";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("bad override '{text}': {reason}")]
+    Override { text: String, reason: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Which accelerator a binary runs its tensors on (`--device auto|cpu|cuda`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// The first CUDA device when one is usable, the CPU otherwise.
+    #[default]
+    Auto,
+    Cpu,
+    /// The first CUDA device; an error when none is usable.
+    Cuda,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda),
+            _ => Err(format!("unknown device '{text}': expected auto, cpu or cuda")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
+/// Where a run writes and how it is seeded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Parent folder of run folders.
+    pub out_dir: PathBuf,
+    /// Run folder name; empty = `<game>-<seed>-<unix time>`.
+    pub name: String,
+    /// Master seed: environments, networks and sampling derive theirs from it.
+    pub seed: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self { out_dir: PathBuf::from("runs"), name: String::new(), seed: 0 }
+    }
+}
+
+/// Data collection with the emulator pool (`permakey-rl run` until the agent exists).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectConfig {
+    /// Agent steps to take across all environments.
+    pub agent_steps: u64,
+    /// Environments in the pool.
+    pub num_envs: usize,
+    /// Worker threads stepping them (0 = one per core).
+    pub num_threads: usize,
+    /// Agent steps recorded as a GIF/PNG strip from environment 0 (0 = none).
+    pub record_steps: usize,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        Self { agent_steps: 20_000, num_envs: 8, num_threads: 0, record_steps: 200 }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Default filter when RUST_LOG is unset (`info`, `debug`, `atari=debug,info`, ...).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "text".into() }
+    }
+}
+
+/// Prometheus exporter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` endpoint; unset = no exporter.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Everything a PermaKey-RL binary can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Accelerator: auto, cpu or cuda.
+    pub device: DeviceChoice,
+    /// Named protocol (`atari100k` or `permakeyrepo`); fixes the budget and evaluation.
+    pub preset: Preset,
+    pub run: RunConfig,
+    /// The training environment (the evaluation one is the same without life-loss terminals).
+    pub env: EnvConfig,
+    pub collect: CollectConfig,
+    pub logging: LoggingConfig,
+    pub metrics: MetricsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            device: DeviceChoice::Auto,
+            preset: Preset::Atari100k,
+            run: RunConfig::default(),
+            env: Preset::Atari100k.train_env("MsPacman"),
+            collect: CollectConfig::default(),
+            logging: LoggingConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file`, then `PERMAKEY__*` variables from `env_vars`, then `overrides`
+    /// (`key.path=value`), then validation.
+    pub fn load(
+        file: Option<&Path>,
+        env_vars: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut tree = toml::Value::try_from(Config::default()).expect("defaults serialise");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse { path: path.into(), message: one_line(&e.to_string()) })?;
+            merge(&mut tree, toml::Value::Table(table));
+        }
+        for (name, value) in env_vars {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                let key = path.to_ascii_lowercase().replace("__", ".");
+                set_path(&mut tree, &key, &value).map_err(|reason| ConfigError::Override { text: format!("{name}={value}"), reason })?;
+            }
+        }
+        for text in overrides {
+            let (key, value) = text
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Override { text: text.clone(), reason: "expected KEY=VALUE, e.g. env.game=Seaquest".into() })?;
+            set_path(&mut tree, key.trim(), value.trim())
+                .map_err(|reason| ConfigError::Override { text: text.clone(), reason })?;
+        }
+        let config: Config = tree.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(one_line(&e.to_string())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and combinations the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.env.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.collect.num_envs == 0 {
+            return Err(ConfigError::Invalid("collect.num_envs must be at least 1".into()));
+        }
+        if !matches!(self.logging.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(format!("logging.format must be text or json, got '{}'", self.logging.format)));
+        }
+        Ok(())
+    }
+
+    /// The resolved configuration as TOML, for the run folder.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// The evaluation environment of this run: whole games, same time limit and noise.
+    pub fn eval_env(&self) -> EnvConfig {
+        EnvConfig { terminal_on_life_loss: false, ..self.env.clone() }
+    }
+}
+
+/// toml's errors span several lines (with a source excerpt); keep one.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Deep-merges `overlay` into `base` (tables merge key by key, everything else replaces).
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// Parses an override value as a TOML literal, falling back to a plain string.
+fn parse_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+/// Sets `a.b.c = value` in `tree`, creating tables for optional sections; the key must name a
+/// field (checked later by deserialisation).
+fn set_path(tree: &mut toml::Value, key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err("empty key".into());
+    }
+    let mut node = tree;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let table = node.as_table_mut().ok_or_else(|| format!("'{}' is not a section", parts[..i].join(".")))?;
+        if i + 1 == parts.len() {
+            let mut parsed = parse_value(value);
+            // keep strings as strings where the default is a string (e.g. env.game = "1942")
+            if let Some(toml::Value::String(_)) = table.get(*part) {
+                if !parsed.is_str() {
+                    parsed = toml::Value::String(value.trim_matches('"').to_owned());
+                }
+            }
+            table.insert((*part).to_owned(), parsed);
+            return Ok(());
+        }
+        node = table.entry((*part).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    unreachable!("loop returns at the last part")
+}
+
+/// Flags every binary shares.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommonArgs {
+    /// TOML config file (see config/example.toml).
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Override one config value, e.g. --set env.game=Seaquest (repeatable; highest precedence).
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    pub overrides: Vec<String>,
+    /// Accelerator: auto, cpu or cuda.
+    #[arg(long, value_name = "auto|cpu|cuda", global = true)]
+    pub device: Option<DeviceChoice>,
+}
+
+impl CommonArgs {
+    /// Loads the config with the process environment and these flags applied.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut overrides = self.overrides.clone();
+        if let Some(device) = self.device {
+            overrides.push(format!("device={device}"));
+        }
+        Config::load(self.config.as_deref(), std::env::vars(), &overrides)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn defaults_are_the_atari100k_mspacman_protocol() {
+        let config = Config::load(None, no_env(), &[]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.env, Preset::Atari100k.train_env("MsPacman"));
+    }
+
+    #[test]
+    fn file_then_env_then_flags_take_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, "device = \"cpu\"\n[env]\ngame = \"Seaquest\"\nnoop_max = 10\n[run]\nseed = 5\n").unwrap();
+        let env = vec![
+            ("PERMAKEY__ENV__NOOP_MAX".to_owned(), "20".to_owned()),
+            ("PERMAKEY__RUN__SEED".to_owned(), "6".to_owned()),
+            ("PERMAKEY_ROM_DIR".to_owned(), "/ignored".to_owned()),
+        ];
+        let flags = vec!["run.seed=7".to_owned(), "env.noise=both".to_owned(), "metrics.listen=127.0.0.1:9000".to_owned()];
+        let config = Config::load(Some(&path), env, &flags).unwrap();
+        assert_eq!(config.device, DeviceChoice::Cpu);
+        assert_eq!(config.env.game, "Seaquest");
+        assert_eq!(config.env.noop_max, 20, "env var beats file");
+        assert_eq!(config.run.seed, 7, "flag beats env var");
+        assert_eq!(config.env.noise, NoiseType::Both);
+        assert_eq!(config.metrics.listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(config.env.frame_skip, 4, "untouched values keep their defaults");
+    }
+
+    #[test]
+    fn bad_input_gives_one_clear_line() {
+        let err = Config::load(Some(Path::new("/no/such.toml")), no_env(), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read config file /no/such.toml"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[env\ngame = 1").unwrap();
+        let err = Config::load(Some(&path), no_env(), &[]).unwrap_err().to_string();
+        assert!(err.contains("is not valid TOML") && !err.contains('\n'), "{err}");
+        let cases = [
+            ("env.gmae=Pong", "gmae"),
+            ("env.frame_skip=0", "frame_skip"),
+            ("device=tpu", "tpu"),
+            ("nonsense", "KEY=VALUE"),
+            ("env.frame_skip=four", "frame_skip"),
+            ("logging.format=xml", "logging.format"),
+        ];
+        for (flag, needle) in cases {
+            let err = Config::load(None, no_env(), &[flag.to_owned()]).unwrap_err().to_string();
+            assert!(err.contains(needle) && !err.contains('\n'), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn string_fields_stay_strings() {
+        let config = Config::load(None, no_env(), &["env.game=\"Pong\"".to_owned(), "run.name=2024".to_owned()]).unwrap();
+        assert_eq!(config.env.game, "Pong");
+        assert_eq!(config.run.name, "2024");
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let config = Config::load(None, no_env(), &["env.game=Frostbite".to_owned()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolved.toml");
+        std::fs::write(&path, config.to_toml()).unwrap();
+        assert_eq!(Config::load(Some(&path), no_env(), &[]).unwrap(), config);
+    }
+
+    #[test]
+    fn example_config_documents_every_field_and_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("example.toml");
+        let config = Config::load(Some(&example), no_env(), &[]).unwrap();
+        assert_eq!(config, Config::default(), "example.toml shows the defaults");
+        let text = std::fs::read_to_string(&example).unwrap();
+        let written: toml::Table = toml::from_str(&text).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        for (section, value) in defaults.as_table().unwrap() {
+            match value {
+                toml::Value::Table(fields) => {
+                    for field in fields.keys() {
+                        assert!(written.get(section).and_then(|s| s.get(field)).is_some(), "example.toml lacks {section}.{field}");
+                    }
+                }
+                _ => assert!(written.contains_key(section), "example.toml lacks {section}"),
+            }
+        }
+        assert!(text.contains("# listen = "), "optional fields are shown commented out");
+    }
+}
