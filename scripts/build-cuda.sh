@@ -18,8 +18,12 @@ export LIBTORCH_USE_PYTORCH=1
 export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
 # RUSTFLAGS replaces the CPU rpath of .cargo/config.toml; the explicit -ltorch_cuda after
 # --no-as-needed keeps libtorch_cuda in DT_NEEDED although no symbol of it is referenced directly.
-export RUSTFLAGS="-C link-arg=-Wl,-rpath,$TORCH_LIB -C link-arg=-Wl,--no-as-needed -C link-arg=-ltorch_cuda -C link-arg=-lc10_cuda -C link-arg=-Wl,--as-needed"
-cargo build --release --target-dir "$ROOT/target/cuda" -p permakey-rl "$@"
+# An explicit --target keeps these flags off the build scripts (host artifacts).
+export RUSTFLAGS="-C link-arg=-Wl,-rpath,$TORCH_LIB -C link-arg=-L$TORCH_LIB -C link-arg=-Wl,--no-as-needed -C link-arg=-ltorch_cuda -C link-arg=-lc10_cuda -C link-arg=-Wl,--as-needed"
+TARGET=x86_64-unknown-linux-gnu
+cargo build --release --target "$TARGET" --target-dir "$ROOT/target/cuda" -p permakey-rl "$@"
+mkdir -p "$ROOT/target/cuda/release"
+cp "$ROOT/target/cuda/$TARGET/release/permakey-rl" "$ROOT/target/cuda/release/permakey-rl"
 bin="$ROOT/target/cuda/release/permakey-rl"
 readelf -d "$bin" | grep -q 'libtorch_cuda.so' || { echo "build-cuda: error: $bin does not link libtorch_cuda" >&2; exit 1; }
 echo "built $bin (links libtorch_cuda; run elsewhere with scripts/run-cuda.sh)"
