@@ -10,7 +10,24 @@
 //! Tensors follow PyTorch's NCHW layout; the reference code is NHWC, so every formula from
 //! `../shared/spec/permakey-reference.md` is transcribed with the axes moved accordingly.
 
+pub mod checkpoint;
+pub mod config;
+pub mod dataset;
 pub mod device;
 pub mod keypoints;
+pub mod layers;
+pub mod lsp;
+pub mod model;
+pub mod optim;
+pub mod permakey;
+pub mod pointnet;
+pub mod synthetic;
+pub mod train;
+pub mod transporter;
+pub mod vae;
+pub mod viz;
 
 pub use device::{describe_runtime, resolve_device, DeviceChoice, DeviceError};
+pub use config::{ErrorMapKind, PermaKeyConfig};
+pub use model::{frames_to_tensor, KeypointModel, KeypointOutput};
+pub use permakey::{PermaKey, PermaKeyLosses};

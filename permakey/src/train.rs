@@ -1,0 +1,221 @@
+//! The PermaKey pre-training loop: batches in, checkpoints, a CSV log and PNG previews out.
+//!
+//! A run folder holds `model.json` (the model config), `metrics.csv` (one row per logged step:
+//! step, epoch-free batch count, learning rate, the four losses, seconds), `previews/step-N.png`
+//! (frames with keypoints, error maps per layer, the keypoints' reconstruction of the error map)
+//! and `checkpoints/step-N/` (see [`crate::checkpoint`]) with `checkpoints/latest`.
+//! `resume` continues from `checkpoints/latest`: weights, batch-norm statistics, Adam moments and
+//! step count are restored; the caller's batch source is asked for batch `step` onwards, so a
+//! seeded source continues where it stopped.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
+
+use crate::{
+    checkpoint,
+    config::PermaKeyConfig,
+    optim::{Adam, AdamConfig},
+    permakey::PermaKey,
+    viz,
+};
+
+pub const KIND: &str = "permakey";
+
+/// Pre-training loop settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainConfig {
+    /// Batches to train in total (a resumed run stops at the same total).
+    pub steps: u64,
+    /// Frames per batch (32 in the reference).
+    pub batch_size: i64,
+    pub adam: AdamConfig,
+    /// Batches between CSV rows.
+    pub log_every: u64,
+    /// Batches between PNG previews (0 = none).
+    pub preview_every: u64,
+    /// Batches between checkpoints (a final one is always written).
+    pub checkpoint_every: u64,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 5000,
+            batch_size: 32,
+            adam: AdamConfig::default(),
+            log_every: 10,
+            preview_every: 500,
+            checkpoint_every: 1000,
+            progress: true,
+        }
+    }
+}
+
+/// Losses of one logged step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepLosses {
+    pub step: u64,
+    pub nll: f64,
+    pub kl: f64,
+    pub lsp: f64,
+    pub pnet: f64,
+}
+
+/// Why training stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("invalid model config: {0}")]
+    Config(String),
+    #[error("batch {step}: {reason}")]
+    Batch { step: u64, reason: String },
+    #[error("loss became {value} at batch {step}: lower the learning rate or check the data")]
+    NonFinite { step: u64, value: f64 },
+    #[error("cannot write {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+/// A trained (or training) model with its variables.
+pub struct Trained {
+    pub vs: nn::VarStore,
+    pub model: PermaKey,
+    pub step: u64,
+    pub history: Vec<StepLosses>,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Io { path: path.to_owned(), reason: e.to_string() }
+}
+
+/// Builds a PermaKey model and its variables on `device`, seeded.
+pub fn build(config: &PermaKeyConfig, device: Device, seed: i64) -> Result<(nn::VarStore, PermaKey), TrainError> {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(device);
+    let model = PermaKey::new(&vs.root(), config).map_err(TrainError::Config)?;
+    Ok((vs, model))
+}
+
+/// Loads a PermaKey checkpoint (a checkpoint folder or a run's `checkpoints/` folder) for inference.
+pub fn load_model(path: &Path, device: Device) -> Result<(nn::VarStore, PermaKey, u64), TrainError> {
+    let loaded = checkpoint::load::<PermaKeyConfig>(path, KIND)?;
+    let (mut vs, model) = build(&loaded.meta.config, device, 0)?;
+    loaded.restore(&mut vs)?;
+    Ok((vs, model, loaded.meta.step))
+}
+
+/// Trains for `train.steps` batches from `next_batch(step)` (frames `B x 3 x S x S` in `[0, 1]`),
+/// writing into `run_dir`; resumes from `run_dir/checkpoints/latest` when `resume` is set.
+pub fn pretrain(
+    model_config: &PermaKeyConfig,
+    train: &PretrainConfig,
+    device: Device,
+    seed: i64,
+    run_dir: &Path,
+    resume: bool,
+    next_batch: &mut dyn FnMut(u64) -> Result<Tensor, String>,
+) -> Result<Trained, TrainError> {
+    let checkpoints = run_dir.join("checkpoints");
+    fs::create_dir_all(run_dir.join("previews")).map_err(|e| io_err(run_dir, e))?;
+    let (mut vs, model) = build(model_config, device, seed)?;
+    let mut adam = Adam::new(&vs, train.adam.clone());
+    if resume {
+        let loaded = checkpoint::load::<PermaKeyConfig>(&checkpoints, KIND)?;
+        if &loaded.meta.config != model_config {
+            return Err(TrainError::Config(format!(
+                "the checkpoint in {} was trained with another model config; resume with the same config",
+                loaded.dir.display()
+            )));
+        }
+        loaded.restore(&mut vs)?;
+        adam.load_state(&loaded.optimiser_state(), loaded.meta.step).map_err(TrainError::Config)?;
+        tracing::info!(step = adam.step, from = %loaded.dir.display(), "resumed");
+    }
+    fs::write(run_dir.join("model.json"), serde_json::to_string_pretty(model_config).expect("config serialises"))
+        .map_err(|e| io_err(run_dir, e))?;
+    let csv_path = run_dir.join("metrics.csv");
+    let fresh_csv = !resume || !csv_path.exists();
+    let mut csv = fs::OpenOptions::new().create(true).append(true).open(&csv_path).map_err(|e| io_err(&csv_path, e))?;
+    if fresh_csv {
+        writeln!(csv, "step,learning_rate,nll,kl,lsp,pnet,seconds").map_err(|e| io_err(&csv_path, e))?;
+    }
+    let bar = if train.progress { indicatif::ProgressBar::new(train.steps) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(adam.step);
+    let started = Instant::now();
+    let mut history = Vec::new();
+    while adam.step < train.steps {
+        let step = adam.step;
+        let frames = next_batch(step).map_err(|reason| TrainError::Batch { step, reason })?.to_device(device);
+        let losses = model.losses(&frames, true);
+        let total = losses.total.double_value(&[]);
+        if !total.is_finite() {
+            return Err(TrainError::NonFinite { step, value: total });
+        }
+        let lr = adam.current_lr();
+        adam.backward_step(&losses.total);
+        let done = adam.step;
+        if done % train.log_every.max(1) == 0 || done == train.steps {
+            let row = StepLosses {
+                step: done,
+                nll: losses.nll.double_value(&[]),
+                kl: losses.kl.double_value(&[]),
+                lsp: losses.lsp.double_value(&[]),
+                pnet: losses.pnet.double_value(&[]),
+            };
+            writeln!(csv, "{},{lr:.6e},{:.6},{:.6},{:.6},{:.6},{:.2}", done, row.nll, row.kl, row.lsp, row.pnet, started.elapsed().as_secs_f64())
+                .map_err(|e| io_err(&csv_path, e))?;
+            bar.set_message(format!("nll {:.3} kl {:.3} lsp {:.4} pnet {:.4}", row.nll, row.kl, row.lsp, row.pnet));
+            history.push(row);
+        }
+        if train.preview_every > 0 && (done % train.preview_every == 0 || done == train.steps) {
+            let path = run_dir.join("previews").join(format!("step-{done:07}.png"));
+            write_preview(&model, &frames.narrow(0, 0, frames.size()[0].min(4)), &path)?;
+        }
+        if done % train.checkpoint_every.max(1) == 0 || done == train.steps {
+            let name = format!("step-{done:07}");
+            checkpoint::save(&checkpoints, &name, KIND, model_config, &vs, &adam.state(), done, 0, serde_json::Value::Null)?;
+        }
+        bar.set_position(done);
+    }
+    bar.finish_and_clear();
+    let step = adam.step;
+    Ok(Trained { vs, model, step, history })
+}
+
+/// Writes a preview grid: one row per frame with the frame + keypoints, each error map, and the
+/// keypoints' reconstruction of the error map (all upscaled x2).
+pub fn write_preview(model: &PermaKey, frames: &Tensor, path: &Path) -> Result<(), TrainError> {
+    let analysis = model.analyse(frames);
+    let cpu = |t: &Tensor| t.to_device(Device::Cpu);
+    let (frames, maps, recon, centres) = (cpu(frames), cpu(&analysis.error_maps), cpu(&analysis.reconstructed_error_map), cpu(&analysis.centres));
+    let mut rows = Vec::new();
+    for b in 0..frames.size()[0] {
+        let mut frame = viz::frame_canvas(&frames.get(b)).upscale(2);
+        viz::draw_keypoints(&mut frame, &centres.get(b));
+        let mut row = vec![frame];
+        for l in 0..maps.size()[1] {
+            row.push(viz::heat_canvas(&maps.get(b).get(l)).upscale(2));
+        }
+        let mut reconstruction = viz::heat_canvas(&recon.get(b).get(0)).upscale(2);
+        viz::draw_keypoints(&mut reconstruction, &centres.get(b));
+        row.push(reconstruction);
+        rows.push(row);
+    }
+    let image = viz::grid(&rows);
+    atari::record::write_png(path, &image.rgb, image.height, image.width).map_err(|e| io_err(path, e))
+}
