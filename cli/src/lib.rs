@@ -9,6 +9,7 @@
 
 pub mod collect;
 pub mod doctor;
+pub mod keypoints;
 pub mod record;
 
 use std::path::PathBuf;

@@ -24,6 +24,11 @@ enum Command {
         #[command(subcommand)]
         command: AtariCommand,
     },
+    /// Keypoint models: collect frames, pre-train, visualise, benchmark.
+    Keypoints {
+        #[command(subcommand)]
+        command: KeypointsCommand,
+    },
     /// Check libtorch, the device, the ROMs; time a forward+backward pass.
     Doctor {
         /// Timed Adam steps.
@@ -35,6 +40,53 @@ enum Command {
         /// Also write the timing as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeypointsCommand {
+    /// Collect random-policy frames of env.game (with env.noise) into a dataset folder.
+    Collect {
+        /// Frames to collect.
+        #[arg(long, default_value_t = 100_000)]
+        frames: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Pre-train PermaKey or the Transporter on a dataset (settings: [permakey], [transporter], [pretrain]).
+    Train {
+        #[arg(long, value_enum, default_value = "permakey")]
+        model: permakey_rl::keypoints::ModelKind,
+        /// Dataset folder made by `keypoints collect`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Run folder for checkpoints, metrics.csv and previews.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue from <out>/checkpoints/latest.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// PNG grid and keypoint-tracking GIF of a checkpoint on a game, clean and noisy.
+    Viz {
+        /// Checkpoint folder (or a run's checkpoints/ folder).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        game: Option<String>,
+        /// Agent steps to play.
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        #[arg(long, default_value = "viz")]
+        out: PathBuf,
+    },
+    /// Time PermaKey training steps and inference at several batch sizes (markdown table).
+    Bench {
+        #[arg(long, value_delimiter = ',', default_value = "1,32,256")]
+        batches: Vec<i64>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
     },
 }
 
@@ -108,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let score = permakey_rl::record::record_to(&env, &roms, seed, &source, steps, &out, &stem)?;
             println!("wrote {0}/{stem}.gif and {0}/{stem}.png (episode return {score})", out.display());
         }
+        Command::Keypoints { command } => run_keypoints(&config, command)?,
         Command::Doctor { iterations, batch, json } => {
             let timing = permakey_rl::doctor::run_doctor(config.device, iterations, batch)?;
             if let Some(path) = json {
@@ -116,4 +169,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn run_keypoints(config: &pkrl_config::Config, command: KeypointsCommand) -> anyhow::Result<()> {
+    use permakey_rl::keypoints;
+    match command {
+        KeypointsCommand::Collect { frames, out } => keypoints::collect(config, frames, &out),
+        KeypointsCommand::Train { model, data, out, resume } => keypoints::train(config, model, &data, &out, resume),
+        KeypointsCommand::Viz { checkpoint, game, steps, out } => {
+            let env = EnvConfig { game: game.unwrap_or(config.env.game.clone()), ..config.eval_env() };
+            for noise in [NoiseType::None, NoiseType::Both] {
+                let env = EnvConfig { noise, ..env.clone() };
+                let stem = format!("{}-{}", atari::roms::normalise_game_name(&env.game), format!("{noise:?}").to_lowercase());
+                keypoints::visualise(config, &checkpoint, &env, steps, &out, &stem)?;
+            }
+            Ok(())
+        }
+        KeypointsCommand::Bench { batches, seconds } => {
+            let device = permakey::resolve_device(config.device)?;
+            let rows = keypoints::bench(config, &batches, seconds)?;
+            println!("PermaKey ({:?}, {} threads)\n", device, tch::get_num_threads());
+            println!("| batch | train steps/s | train frames/s | inference frames/s | encoder-only frames/s |");
+            println!("|---:|---:|---:|---:|---:|");
+            for r in rows {
+                println!(
+                    "| {} | {:.2} | {:.1} | {:.1} | {:.1} |",
+                    r.batch, r.train_steps_per_second, r.train_steps_per_second * r.batch as f64, r.inference_frames_per_second, r.encoder_only_frames_per_second
+                );
+            }
+            Ok(())
+        }
+    }
 }

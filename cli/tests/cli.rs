@@ -78,3 +78,42 @@ fn doctor_trains_a_conv_net_on_cpu() {
     let timing: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     assert!(timing["last_loss"].as_f64().unwrap() < timing["first_loss"].as_f64().unwrap(), "{timing}");
 }
+
+#[test]
+fn keypoint_pipeline_collects_trains_resumes_and_visualises() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |p: &str| dir.path().join(p).to_str().unwrap().to_owned();
+    let small = [
+        "--set", "permakey.encoder_filters=[8,16,16,16]", "--set", "permakey.decoder_filters=[16,8,8,8,8]",
+        "--set", "permakey.lsp_hidden=[32,16,16]", "--set", "permakey.pnet_filters=[8,8,8,8]",
+        "--set", "pretrain.batch_size=4", "--set", "pretrain.checkpoint_every=2", "--set", "pretrain.preview_every=2",
+        "--set", "pretrain.progress=false", "--set", "pretrain.log_every=1", "--device", "cpu",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> { small.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, stdout, stderr) = permakey_rl(&refs);
+        assert!(ok, "{args:?}: {stderr}");
+        stdout
+    };
+    let out = run(with(&["--set", "env.game=Seaquest", "keypoints", "collect", "--frames", "512", "--out", &path("data")]));
+    assert!(out.contains("collected 512 frames of seaquest"), "{out}");
+    run(with(&["--set", "pretrain.steps=2", "keypoints", "train", "--data", &path("data"), "--out", &path("run")]));
+    run(with(&["--set", "pretrain.steps=4", "keypoints", "train", "--data", &path("data"), "--out", &path("run"), "--resume"]));
+    let csv = std::fs::read_to_string(dir.path().join("run/metrics.csv")).unwrap();
+    let steps: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(steps, ["1", "2", "3", "4"], "the resumed run continues at step 3:\n{csv}");
+    assert!(dir.path().join("run/previews/step-0000004.png").exists());
+    let out = run(with(&["keypoints", "viz", "--checkpoint", &path("run/checkpoints"), "--game", "Seaquest", "--steps", "8", "--out", &path("viz")]));
+    assert!(out.contains("permakey-seaquest-both-track.gif"), "{out}");
+    for f in ["permakey-seaquest-none-grid.png", "permakey-seaquest-both-grid.png", "permakey-seaquest-none-track.gif"] {
+        assert!(dir.path().join("viz").join(f).exists(), "{f}");
+    }
+    // a corrupted checkpoint is a one-line error
+    let tensors = dir.path().join("run/checkpoints/step-0000004/model.safetensors");
+    std::fs::write(&tensors, b"garbage").unwrap();
+    let args = with(&["keypoints", "viz", "--checkpoint", &path("run/checkpoints"), "--out", &path("viz")]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, stderr) = permakey_rl(&refs);
+    assert!(!ok && stderr.trim().lines().count() == 1 && stderr.contains("is corrupted"), "{stderr}");
+}

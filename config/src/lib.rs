@@ -14,15 +14,16 @@
 //! ranges after the merge. A run saves the resolved config next to its outputs.
 
 use std::{
-    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
-    str::FromStr,
 };
 
 use serde::{Deserialize, Serialize};
 
 pub use atari::{EnvConfig, NoiseType, Preset};
+pub use permakey::{
+    dataset::CollectDatasetConfig, train::PretrainConfig, transporter::TransporterConfig, DeviceChoice, PermaKeyConfig,
+};
 
 mod tracing_init;
 pub use tracing_init::init_tracing;
@@ -41,40 +42,6 @@ pub enum ConfigError {
     Override { text: String, reason: String },
     #[error("invalid config: {0}")]
     Invalid(String),
-}
-
-/// Which accelerator a binary runs its tensors on (`--device auto|cpu|cuda`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    /// The first CUDA device when one is usable, the CPU otherwise.
-    #[default]
-    Auto,
-    Cpu,
-    /// The first CUDA device; an error when none is usable.
-    Cuda,
-}
-
-impl FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self::Auto),
-            "cpu" => Ok(Self::Cpu),
-            "cuda" | "gpu" => Ok(Self::Cuda),
-            _ => Err(format!("unknown device '{text}': expected auto, cpu or cuda")),
-        }
-    }
-}
-
-impl fmt::Display for DeviceChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Cpu => "cpu",
-            Self::Cuda => "cuda",
-        })
-    }
 }
 
 /// Where a run writes and how it is seeded.
@@ -151,6 +118,12 @@ pub struct Config {
     /// The training environment (the evaluation one is the same without life-loss terminals).
     pub env: EnvConfig,
     pub collect: CollectConfig,
+    /// The PermaKey keypoint model (spec sections 2-5).
+    pub permakey: PermaKeyConfig,
+    /// The Transporter baseline (spec section 6).
+    pub transporter: TransporterConfig,
+    /// Keypoint pre-training loop.
+    pub pretrain: PretrainConfig,
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
 }
@@ -163,6 +136,9 @@ impl Default for Config {
             run: RunConfig::default(),
             env: Preset::Atari100k.train_env("MsPacman"),
             collect: CollectConfig::default(),
+            permakey: PermaKeyConfig::default(),
+            transporter: TransporterConfig::default(),
+            pretrain: PretrainConfig::default(),
             logging: LoggingConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -205,6 +181,8 @@ impl Config {
     /// Checks ranges and combinations the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.env.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.permakey.validate().map_err(|e| ConfigError::Invalid(format!("permakey: {e}")))?;
+        self.transporter.validate().map_err(|e| ConfigError::Invalid(format!("transporter: {e}")))?;
         if self.collect.num_envs == 0 {
             return Err(ConfigError::Invalid("collect.num_envs must be at least 1".into()));
         }

@@ -124,13 +124,17 @@ pub fn load<C: DeserializeOwned>(path: &Path, kind: &str) -> Result<Loaded<C>, C
     let dir = resolve(path)?;
     let corrupted = |reason: String| CheckpointError::Corrupted { path: dir.clone(), reason };
     let text = fs::read_to_string(dir.join(META)).map_err(|e| corrupted(format!("cannot read {META}: {e}")))?;
-    let meta: CheckpointMeta<C> = serde_json::from_str(&text).map_err(|e| corrupted(format!("{META} is invalid: {e}")))?;
-    if meta.format_version != FORMAT_VERSION {
-        return Err(corrupted(format!("format version {} (this build reads {FORMAT_VERSION})", meta.format_version)));
+    let raw: CheckpointMeta<serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| corrupted(format!("{META} is invalid: {e}")))?;
+    if raw.format_version != FORMAT_VERSION {
+        return Err(corrupted(format!("format version {} (this build reads {FORMAT_VERSION})", raw.format_version)));
     }
-    if meta.kind != kind {
-        return Err(CheckpointError::Mismatch { path: dir, reason: format!("it holds a {} model, not {kind}", meta.kind) });
+    if raw.kind != kind {
+        return Err(CheckpointError::Mismatch { path: dir, reason: format!("it holds a {} model, not {kind}", raw.kind) });
     }
+    let config: C = serde_json::from_value(raw.config)
+        .map_err(|e| CheckpointError::Mismatch { path: dir.clone(), reason: format!("its model config does not parse: {e}") })?;
+    let meta = CheckpointMeta { format_version: raw.format_version, kind: raw.kind, config, step: raw.step, epoch: raw.epoch, crc32: raw.crc32, extra: raw.extra };
     let tensors_path = dir.join(TENSORS);
     let crc = crc_of(&tensors_path).map_err(|e| corrupted(format!("cannot read {TENSORS}: {e}")))?;
     if crc != meta.crc32 {

@@ -1,7 +1,44 @@
 //! Device selection shared by every binary (`--device auto|cpu|cuda`).
 
-pub use pkrl_config::DeviceChoice;
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
 use tch::Device;
+
+/// Which accelerator a binary runs its tensors on (`--device auto|cpu|cuda`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// The first CUDA device when one is usable, the CPU otherwise.
+    #[default]
+    Auto,
+    Cpu,
+    /// The first CUDA device; an error when none is usable.
+    Cuda,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda),
+            _ => Err(format!("unknown device '{text}': expected auto, cpu or cuda")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
 
 /// Why a device could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -219,3 +219,77 @@ pub fn write_preview(model: &PermaKey, frames: &Tensor, path: &Path) -> Result<(
     let image = viz::grid(&rows);
     atari::record::write_png(path, &image.rgb, image.height, image.width).map_err(|e| io_err(path, e))
 }
+
+/// Checkpoint kind of the Transporter baseline.
+pub const TRANSPORTER_KIND: &str = "transporter";
+
+/// Trains the Transporter baseline for `train.steps` batches of `(source, target)` pairs from
+/// `next_pair(step)`, with Adam and InverseTimeDecay(2e-4, 30000, 0.9) unless `train.adam` says
+/// otherwise; `metrics.csv` (step, learning rate, reconstruction loss) and checkpoints as for PermaKey.
+pub fn pretrain_transporter(
+    model_config: &crate::transporter::TransporterConfig,
+    train: &PretrainConfig,
+    device: Device,
+    seed: i64,
+    run_dir: &Path,
+    resume: bool,
+    next_pair: &mut dyn FnMut(u64) -> Result<(Tensor, Tensor), String>,
+) -> Result<(nn::VarStore, crate::transporter::Transporter, u64), TrainError> {
+    model_config.validate().map_err(TrainError::Config)?;
+    let checkpoints = run_dir.join("checkpoints");
+    fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
+    tch::manual_seed(seed);
+    let mut vs = nn::VarStore::new(device);
+    let model = crate::transporter::Transporter::new(&vs.root(), model_config);
+    let mut adam = Adam::new(&vs, train.adam.clone());
+    if resume {
+        let loaded = checkpoint::load::<crate::transporter::TransporterConfig>(&checkpoints, TRANSPORTER_KIND)?;
+        loaded.restore(&mut vs)?;
+        adam.load_state(&loaded.optimiser_state(), loaded.meta.step).map_err(TrainError::Config)?;
+    }
+    fs::write(run_dir.join("model.json"), serde_json::to_string_pretty(model_config).expect("config serialises"))
+        .map_err(|e| io_err(run_dir, e))?;
+    let csv_path = run_dir.join("metrics.csv");
+    let fresh_csv = !resume || !csv_path.exists();
+    let mut csv = fs::OpenOptions::new().create(true).append(true).open(&csv_path).map_err(|e| io_err(&csv_path, e))?;
+    if fresh_csv {
+        writeln!(csv, "step,learning_rate,reconstruction,seconds").map_err(|e| io_err(&csv_path, e))?;
+    }
+    let bar = if train.progress { indicatif::ProgressBar::new(train.steps) } else { indicatif::ProgressBar::hidden() };
+    bar.set_position(adam.step);
+    let started = Instant::now();
+    while adam.step < train.steps {
+        let step = adam.step;
+        let (source, target) = next_pair(step).map_err(|reason| TrainError::Batch { step, reason })?;
+        let loss = model.loss(&source.to_device(device), &target.to_device(device), true);
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite { step, value });
+        }
+        let lr = adam.current_lr();
+        adam.backward_step(&loss);
+        let done = adam.step;
+        if done % train.log_every.max(1) == 0 || done == train.steps {
+            writeln!(csv, "{done},{lr:.6e},{value:.6},{:.2}", started.elapsed().as_secs_f64()).map_err(|e| io_err(&csv_path, e))?;
+            bar.set_message(format!("reconstruction {value:.4}"));
+        }
+        if done % train.checkpoint_every.max(1) == 0 || done == train.steps {
+            let name = format!("step-{done:07}");
+            checkpoint::save(&checkpoints, &name, TRANSPORTER_KIND, model_config, &vs, &adam.state(), done, 0, serde_json::Value::Null)?;
+        }
+        bar.set_position(done);
+    }
+    bar.finish_and_clear();
+    let step = adam.step;
+    Ok((vs, model, step))
+}
+
+/// Loads a Transporter checkpoint for inference.
+pub fn load_transporter(path: &Path, device: Device) -> Result<(nn::VarStore, crate::transporter::Transporter, u64), TrainError> {
+    let loaded = checkpoint::load::<crate::transporter::TransporterConfig>(path, TRANSPORTER_KIND)?;
+    loaded.meta.config.validate().map_err(TrainError::Config)?;
+    let mut vs = nn::VarStore::new(device);
+    let model = crate::transporter::Transporter::new(&vs.root(), &loaded.meta.config);
+    loaded.restore(&mut vs)?;
+    Ok((vs, model, loaded.meta.step))
+}
