@@ -12,6 +12,17 @@ pub enum ErrorMapKind {
     Mse,
 }
 
+/// What an LSP window's error is divided by before the per-image min-max normalisation (spec 3.5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorMapNormaliser {
+    /// `mean(target cell) + 1e-3` of the same window: the reference's relative error (default).
+    #[default]
+    WindowMean,
+    /// Nothing: the window's absolute error (RMSE or MSE). See [`crate::lsp`] for when it matters.
+    None,
+}
+
 /// Everything that shapes a PermaKey model. Defaults: the paper-time variant (spec 9b).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,6 +44,8 @@ pub struct PermaKeyConfig {
     /// LSP MLP hidden widths; a 0 means "the input width" (the reference's first layer).
     pub lsp_hidden: [i64; 3],
     pub error_map: ErrorMapKind,
+    /// Divisor of each window's error (`window_mean`, the reference, by default).
+    pub error_map_normaliser: ErrorMapNormaliser,
     /// PointNet filters of conv1..conv4.
     pub pnet_filters: [i64; 4],
     /// PointNet conv2 stride: 1 = paper time (42x42 heatmaps, default), 2 = HEAD (21x21).
@@ -55,6 +68,7 @@ impl Default for PermaKeyConfig {
             patch_sizes: vec![2, 2],
             lsp_hidden: [0, 512, 256],
             error_map: ErrorMapKind::Rmse,
+            error_map_normaliser: ErrorMapNormaliser::WindowMean,
             pnet_filters: [32, 64, 64, 128],
             pnet_conv2_stride: 1,
             gauss_std: 0.1,

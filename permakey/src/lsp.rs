@@ -17,7 +17,7 @@
 use tch::{nn, nn::ModuleT, Kind, Tensor};
 
 use crate::{
-    config::{ErrorMapKind, PermaKeyConfig},
+    config::{ErrorMapKind, ErrorMapNormaliser, PermaKeyConfig},
     layers::{batch_norm1d, dense, resize_nearest},
 };
 
@@ -91,6 +91,7 @@ pub struct Lsp {
     layers: Vec<usize>,
     patches: Vec<i64>,
     kind: ErrorMapKind,
+    normaliser: ErrorMapNormaliser,
     image_size: i64,
 }
 
@@ -121,6 +122,7 @@ impl Lsp {
             layers: config.lsp_layers.clone(),
             patches: config.patch_sizes.clone(),
             kind: config.error_map,
+            normaliser: config.error_map_normaliser,
             image_size: config.image_size,
         }
     }
@@ -141,8 +143,10 @@ impl Lsp {
                 if self.kind == ErrorMapKind::Rmse {
                     per_window = per_window.sqrt();
                 }
-                let normaliser = targets.mean_dim(&[1][..], false, Kind::Float) + 1e-3;
-                (per_window / normaliser).view([batch, 1, height / patch, width / patch])
+                if self.normaliser == ErrorMapNormaliser::WindowMean {
+                    per_window = per_window / (targets.mean_dim(&[1][..], false, Kind::Float) + 1e-3);
+                }
+                per_window.view([batch, 1, height / patch, width / patch])
             });
             maps.push(resize_nearest(&map, self.image_size, self.image_size));
         }
