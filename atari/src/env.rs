@@ -18,7 +18,7 @@ use crate::{
     config::{EnvConfig, NoiseType},
     emulator::{Emulator, EmulatorSettings, ALE_FIRE, RAM_SIZE},
     noise::{draw_bars, paint_bars},
-    preprocess::{palette_apply, palette_max, AreaResizer},
+    preprocess::AreaResizer,
     roms::RomCatalog,
     AtariError, Result,
 };
@@ -67,7 +67,6 @@ pub struct AtariEnv {
     noise_rng: ChaCha8Rng,
     screen_prev: Vec<u8>,
     screen_last: Vec<u8>,
-    pooled: Vec<u8>,
     resizer: AreaResizer,
     palette_gray: [[u8; 1]; 256],
     lives: i32,
@@ -107,7 +106,6 @@ impl AtariEnv {
             noise_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6E6F_6973_6521),
             screen_prev: vec![0; h * w],
             screen_last: vec![0; h * w],
-            pooled: vec![0; h * w * channels],
             resizer: AreaResizer::new(h, w, oh, ow, channels),
             palette_gray,
             lives: 0,
@@ -258,14 +256,15 @@ impl AtariEnv {
     }
 
     fn write_obs(&mut self, obs: &mut [u8]) {
-        let previous: &[u8] = if self.config.max_pool { &self.screen_prev } else { &self.screen_last };
+        // palette lookup, max-pool and area resize in one pass over the index screens (see
+        // `AreaResizer::resize_palette_max`): the same bytes as palette_max + resize
+        let last = &self.screen_last;
         match (self.config.grayscale, self.config.max_pool) {
-            (false, true) => palette_max(previous, &self.screen_last, self.emulator.palette_rgb(), &mut self.pooled),
-            (false, false) => palette_apply(&self.screen_last, self.emulator.palette_rgb(), &mut self.pooled),
-            (true, true) => palette_max(previous, &self.screen_last, &self.palette_gray, &mut self.pooled),
-            (true, false) => palette_apply(&self.screen_last, &self.palette_gray, &mut self.pooled),
+            (false, true) => self.resizer.resize_palette_max(&self.screen_prev, last, self.emulator.palette_rgb(), obs),
+            (false, false) => self.resizer.resize_palette(last, self.emulator.palette_rgb(), obs),
+            (true, true) => self.resizer.resize_palette_max(&self.screen_prev, last, &self.palette_gray, obs),
+            (true, false) => self.resizer.resize_palette(last, &self.palette_gray, obs),
         }
-        self.resizer.resize(&self.pooled, obs);
         if self.config.noise != NoiseType::None {
             let [h, w, c] = self.obs_shape();
             let bars = draw_bars(self.config.noise, h, w, &mut self.noise_rng);

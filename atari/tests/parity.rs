@@ -310,8 +310,9 @@ fn area_resize_matches_opencv_inter_area() {
          exact bytes {exact_fraction:.6}, exact frames {frames_exact}/{count}",
         String::from_utf8_lossy(&stdout).trim()
     );
-    assert!(max_difference <= 1, "a resized byte differs from OpenCV by {max_difference}");
-    // Measured: 0.99753 of the bytes (91 of 240 frames whole). The rest are exact .5 ties:
-    // OpenCV rounds the same f32 sums half to even (cvRound), `AreaResizer` half away from zero.
-    assert!(exact_fraction >= 0.997, "only {exact_fraction:.6} of the bytes match OpenCV exactly");
+    // `AreaResizer` forms the same f32 sums in the same order as OpenCV and rounds them half to
+    // even like cvRound, so every byte matches (measured: 240 of 240 frames whole).
+    assert_eq!(max_difference, 0, "a resized byte differs from OpenCV by {max_difference}");
+    assert_eq!(exact, count * out_len, "only {exact_fraction:.6} of the bytes match OpenCV exactly");
+    assert_eq!(frames_exact, count);
 }
