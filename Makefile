@@ -2,7 +2,7 @@
 # Each first runs scripts/setup.sh (idempotent; a second run only checks its stamps).
 SHELL := /bin/bash
 CARGO ?= cargo
-RUN_ARGS ?=
+RUN_ARGS ?= --config config/quick.toml
 
 .PHONY: setup run test bench cuda cuda-setup clean-deps help
 

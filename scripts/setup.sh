@@ -158,6 +158,10 @@ PERMAKEY_VENV = "$DEPS/venv"
 
 [target.x86_64-unknown-linux-gnu]
 rustflags = ["-C", "link-arg=-Wl,-rpath,$lt/lib"]
+
+[build]
+# doctests are linked by rustdoc: same rpath
+rustdocflags = ["-C", "link-arg=-Wl,-rpath,$lt/lib"]
 TOML
 )
 if [ "$(cat "$cfg" 2>/dev/null)" != "$new_cfg" ]; then

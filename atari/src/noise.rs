@@ -95,9 +95,9 @@ mod tests {
         paint_bars(Bars { vertical_x: Some(10), horizontal_y: Some(20) }, &mut obs, h, w, 3);
         let painted = obs.chunks_exact(3).filter(|p| *p == BAR_RGB).count();
         assert_eq!(painted, 5 * 84 + 5 * 84 - 25, "two bars minus their 5x5 overlap");
-        assert_eq!(&obs[(0 * w + 10) * 3..(0 * w + 10) * 3 + 3], &BAR_RGB);
+        assert_eq!(&obs[10 * 3..10 * 3 + 3], &BAR_RGB);
         assert_eq!(&obs[(50 * w + 9) * 3..(50 * w + 9) * 3 + 3], &[0, 0, 0]);
-        assert_eq!(&obs[(24 * w + 0) * 3..(24 * w + 0) * 3 + 3], &BAR_RGB);
-        assert_eq!(&obs[(25 * w + 0) * 3..(25 * w + 0) * 3 + 3], &[0, 0, 0]);
+        assert_eq!(&obs[(24 * w) * 3..(24 * w) * 3 + 3], &BAR_RGB);
+        assert_eq!(&obs[(25 * w) * 3..(25 * w) * 3 + 3], &[0, 0, 0]);
     }
 }

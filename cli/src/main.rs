@@ -137,6 +137,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = permakey_rl::collect::run_collect(&config, &dir)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             println!("run folder: {} (config.toml, episodes.csv, summary.json, episode-clean/noisy .gif/.png)", dir.display());
+            if config.collect.keypoint_frames > 0 {
+                use permakey_rl::keypoints;
+                let data = dir.join("keypoint-data");
+                keypoints::collect(&config, config.collect.keypoint_frames, &data)?;
+                let trained = dir.join("permakey");
+                keypoints::train(&config, keypoints::ModelKind::Permakey, &data, &trained, false)?;
+                let env = config.eval_env();
+                keypoints::visualise(&config, &trained.join("checkpoints"), &env, 120, &dir, "keypoints")?;
+                println!("keypoints: {}/permakey (metrics.csv, previews/, checkpoints/) and {}/permakey-keypoints-*.png/.gif", dir.display(), dir.display());
+            }
         }
         Command::Atari { command: AtariCommand::Games } => {
             let roms = RomCatalog::discover()?;

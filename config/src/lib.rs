@@ -74,11 +74,14 @@ pub struct CollectConfig {
     pub num_threads: usize,
     /// Agent steps recorded as a GIF/PNG strip from environment 0 (0 = none).
     pub record_steps: usize,
+    /// Frames collected for keypoint pre-training after the episodes (0 = stop after them); the
+    /// run then pre-trains PermaKey for `pretrain.steps` batches and visualises it.
+    pub keypoint_frames: u64,
 }
 
 impl Default for CollectConfig {
     fn default() -> Self {
-        Self { agent_steps: 20_000, num_envs: 8, num_threads: 0, record_steps: 200 }
+        Self { agent_steps: 20_000, num_envs: 8, num_threads: 0, record_steps: 200, keypoint_frames: 0 }
     }
 }
 
@@ -348,6 +351,14 @@ mod tests {
         let config = Config::load(None, no_env(), &["env.game=\"Pong\"".to_owned(), "run.name=2024".to_owned()]).unwrap();
         assert_eq!(config.env.game, "Pong");
         assert_eq!(config.run.name, "2024");
+    }
+
+    #[test]
+    fn quick_profile_loads() {
+        let quick = Path::new(env!("CARGO_MANIFEST_DIR")).join("quick.toml");
+        let config = Config::load(Some(&quick), no_env(), &[]).unwrap();
+        assert!(config.collect.keypoint_frames > 0 && config.pretrain.steps > 0);
+        assert_eq!(config.env, Config::default().env, "the quick profile keeps the Atari-100k environment");
     }
 
     #[test]
