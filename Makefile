@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 RUN_ARGS ?= --config config/quick.toml
+# batch 256 of the full model takes minutes per step on a 2-core CPU; the GPU table uses 1,32,256
+KEYPOINT_BENCH_BATCHES ?= 1,32
 
 .PHONY: setup run test bench cuda cuda-setup clean-deps help
 
@@ -24,6 +26,8 @@ test: setup
 bench: setup
 	@scripts/setup.sh --bench
 	$(CARGO) bench -p atari --bench env_throughput
+	mkdir -p target/bench
+	$(CARGO) run --release -p permakey-rl -- --device auto keypoints bench --batches $(KEYPOINT_BENCH_BATCHES) --seconds 2 | tee target/bench/keypoints.md
 
 cuda-setup:
 	@scripts/setup.sh --cuda
