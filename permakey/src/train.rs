@@ -98,6 +98,32 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Io { path: path.to_owned(), reason: e.to_string() }
 }
 
+/// Writes `model.json` and opens `metrics.csv` for appending (with `header` unless a resumed run
+/// already has the file).
+fn start_run_files(run_dir: &Path, model_config: &impl Serialize, resume: bool, header: &str) -> Result<(PathBuf, fs::File), TrainError> {
+    fs::write(run_dir.join("model.json"), serde_json::to_string_pretty(model_config).expect("config serialises"))
+        .map_err(|e| io_err(run_dir, e))?;
+    let csv_path = run_dir.join("metrics.csv");
+    let fresh = !resume || !csv_path.exists();
+    let mut csv = fs::OpenOptions::new().create(true).append(true).open(&csv_path).map_err(|e| io_err(&csv_path, e))?;
+    if fresh {
+        writeln!(csv, "{header}").map_err(|e| io_err(&csv_path, e))?;
+    }
+    Ok((csv_path, csv))
+}
+
+/// A progress bar with losses and ETA (hidden when `train.progress` is off), at `position`.
+fn progress_bar(train: &PretrainConfig, position: u64) -> indicatif::ProgressBar {
+    let bar = if train.progress { indicatif::ProgressBar::new(train.steps) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(position);
+    bar
+}
+
 /// Builds a PermaKey model and its variables on `device`, seeded.
 pub fn build(config: &PermaKeyConfig, device: Device, seed: i64) -> Result<(nn::VarStore, PermaKey), TrainError> {
     tch::manual_seed(seed);
@@ -141,21 +167,8 @@ pub fn pretrain(
         adam.load_state(&loaded.optimiser_state(), loaded.meta.step).map_err(TrainError::Config)?;
         tracing::info!(step = adam.step, from = %loaded.dir.display(), "resumed");
     }
-    fs::write(run_dir.join("model.json"), serde_json::to_string_pretty(model_config).expect("config serialises"))
-        .map_err(|e| io_err(run_dir, e))?;
-    let csv_path = run_dir.join("metrics.csv");
-    let fresh_csv = !resume || !csv_path.exists();
-    let mut csv = fs::OpenOptions::new().create(true).append(true).open(&csv_path).map_err(|e| io_err(&csv_path, e))?;
-    if fresh_csv {
-        writeln!(csv, "step,learning_rate,nll,kl,lsp,pnet,seconds").map_err(|e| io_err(&csv_path, e))?;
-    }
-    let bar = if train.progress { indicatif::ProgressBar::new(train.steps) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_position(adam.step);
+    let (csv_path, mut csv) = start_run_files(run_dir, model_config, resume, "step,learning_rate,nll,kl,lsp,pnet,seconds")?;
+    let bar = progress_bar(train, adam.step);
     let started = Instant::now();
     let mut history = Vec::new();
     while adam.step < train.steps {
@@ -247,16 +260,8 @@ pub fn pretrain_transporter(
         loaded.restore(&mut vs)?;
         adam.load_state(&loaded.optimiser_state(), loaded.meta.step).map_err(TrainError::Config)?;
     }
-    fs::write(run_dir.join("model.json"), serde_json::to_string_pretty(model_config).expect("config serialises"))
-        .map_err(|e| io_err(run_dir, e))?;
-    let csv_path = run_dir.join("metrics.csv");
-    let fresh_csv = !resume || !csv_path.exists();
-    let mut csv = fs::OpenOptions::new().create(true).append(true).open(&csv_path).map_err(|e| io_err(&csv_path, e))?;
-    if fresh_csv {
-        writeln!(csv, "step,learning_rate,reconstruction,seconds").map_err(|e| io_err(&csv_path, e))?;
-    }
-    let bar = if train.progress { indicatif::ProgressBar::new(train.steps) } else { indicatif::ProgressBar::hidden() };
-    bar.set_position(adam.step);
+    let (csv_path, mut csv) = start_run_files(run_dir, model_config, resume, "step,learning_rate,reconstruction,seconds")?;
+    let bar = progress_bar(train, adam.step);
     let started = Instant::now();
     while adam.step < train.steps {
         let step = adam.step;
