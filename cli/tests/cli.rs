@@ -96,8 +96,8 @@ fn keypoint_pipeline_collects_trains_resumes_and_visualises() {
         assert!(ok, "{args:?}: {stderr}");
         stdout
     };
-    let out = run(with(&["--set", "env.game=Seaquest", "keypoints", "collect", "--frames", "512", "--out", &path("data")]));
-    assert!(out.contains("collected 512 frames of seaquest"), "{out}");
+    let out = run(with(&["--set", "env.game=Seaquest", "keypoints", "collect", "--frames", "1024", "--out", &path("data")]));
+    assert!(out.contains("collected 1024 frames of seaquest"), "{out}");
     run(with(&["--set", "pretrain.steps=2", "keypoints", "train", "--data", &path("data"), "--out", &path("run")]));
     run(with(&["--set", "pretrain.steps=4", "keypoints", "train", "--data", &path("data"), "--out", &path("run"), "--resume"]));
     let csv = std::fs::read_to_string(dir.path().join("run/metrics.csv")).unwrap();
@@ -109,6 +109,15 @@ fn keypoint_pipeline_collects_trains_resumes_and_visualises() {
     for f in ["permakey-seaquest-none-grid.png", "permakey-seaquest-both-grid.png", "permakey-seaquest-none-track.gif"] {
         assert!(dir.path().join("viz").join(f).exists(), "{f}");
     }
+    // the Transporter trains, previews and visualises through the same commands
+    let transporter = ["--set", "transporter.encoder_filters=[8,8,8,8]", "--set", "transporter.decoder_filters=[8,8,8,8]"];
+    let mut args = with(&transporter);
+    args.extend(["--set", "pretrain.steps=2", "keypoints", "train", "--model", "transporter", "--data", &path("data"), "--out", &path("tr")].map(String::from));
+    run(args);
+    assert!(dir.path().join("tr/previews/step-0000002.png").exists());
+    let mut args = with(&transporter);
+    args.extend(["keypoints", "viz", "--checkpoint", &path("tr/checkpoints"), "--steps", "4", "--out", &path("viz")].map(String::from));
+    assert!(run(args).contains("transporter-"), "transporter viz");
     // a corrupted checkpoint is a one-line error
     let tensors = dir.path().join("run/checkpoints/step-0000004/model.safetensors");
     std::fs::write(&tensors, b"garbage").unwrap();

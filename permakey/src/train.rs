@@ -250,7 +250,7 @@ pub fn pretrain_transporter(
 ) -> Result<(nn::VarStore, crate::transporter::Transporter, u64), TrainError> {
     model_config.validate().map_err(TrainError::Config)?;
     let checkpoints = run_dir.join("checkpoints");
-    fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
+    fs::create_dir_all(run_dir.join("previews")).map_err(|e| io_err(run_dir, e))?;
     tch::manual_seed(seed);
     let mut vs = nn::VarStore::new(device);
     let model = crate::transporter::Transporter::new(&vs.root(), model_config);
@@ -278,6 +278,11 @@ pub fn pretrain_transporter(
             writeln!(csv, "{done},{lr:.6e},{value:.6},{:.2}", started.elapsed().as_secs_f64()).map_err(|e| io_err(&csv_path, e))?;
             bar.set_message(format!("reconstruction {value:.4}"));
         }
+        if train.preview_every > 0 && (done % train.preview_every == 0 || done == train.steps) {
+            let path = run_dir.join("previews").join(format!("step-{done:07}.png"));
+            let n = source.size()[0].min(4);
+            write_transporter_preview(&model, &source.narrow(0, 0, n).to_device(device), &target.narrow(0, 0, n).to_device(device), &path)?;
+        }
         if done % train.checkpoint_every.max(1) == 0 || done == train.steps {
             let name = format!("step-{done:07}");
             checkpoint::save(&checkpoints, &name, TRANSPORTER_KIND, model_config, &vs, &adam.state(), done, 0, serde_json::Value::Null)?;
@@ -287,6 +292,33 @@ pub fn pretrain_transporter(
     bar.finish_and_clear();
     let step = adam.step;
     Ok((vs, model, step))
+}
+
+/// Writes a Transporter preview: one row per pair with the source and the target frame (each with
+/// its keypoints) and the reconstruction of the target from transported source features.
+pub fn write_transporter_preview(
+    model: &crate::transporter::Transporter,
+    source: &Tensor,
+    target: &Tensor,
+    path: &Path,
+) -> Result<(), TrainError> {
+    let (source_centres, reconstruction) = tch::no_grad(|| {
+        let out = model.reconstruct(source, target, false);
+        (model.keypoint_centres(source, false), out)
+    });
+    let cpu = |t: &Tensor| t.to_device(Device::Cpu);
+    let (source, target) = (cpu(source), cpu(target));
+    let (source_centres, target_centres, image) = (cpu(&source_centres), cpu(&reconstruction.target_centres), cpu(&reconstruction.reconstruction));
+    let mut rows = Vec::new();
+    for b in 0..source.size()[0] {
+        let mut a = viz::frame_canvas(&source.get(b)).upscale(2);
+        viz::draw_keypoints(&mut a, &source_centres.get(b));
+        let mut t = viz::frame_canvas(&target.get(b)).upscale(2);
+        viz::draw_keypoints(&mut t, &target_centres.get(b));
+        rows.push(vec![a, t, viz::frame_canvas(&image.get(b)).upscale(2)]);
+    }
+    let grid = viz::grid(&rows);
+    atari::record::write_png(path, &grid.rgb, grid.height, grid.width).map_err(|e| io_err(path, e))
 }
 
 /// Loads a Transporter checkpoint for inference.
