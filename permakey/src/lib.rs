@@ -29,5 +29,5 @@ pub mod viz;
 
 pub use device::{describe_runtime, resolve_device, DeviceChoice, DeviceError};
 pub use config::{ErrorMapKind, PermaKeyConfig};
-pub use model::{frames_to_tensor, KeypointModel, KeypointOutput};
+pub use model::{check_frames, frames_to_tensor, try_frames_to_tensor, InputError, KeypointModel, KeypointOutput};
 pub use permakey::{PermaKey, PermaKeyLosses};

@@ -98,6 +98,10 @@ impl KeypointModel for PermaKey {
         self.config.num_keypoints
     }
 
+    fn image_size(&self) -> i64 {
+        self.config.image_size
+    }
+
     /// Keypoints, agent-width heatmaps on PointNet's grid and the features of encoder layer
     /// `lsp_layers[-1]` (h2 by default: `B x 64 x 42 x 42`).
     fn keypoints(&self, frames: &Tensor) -> KeypointOutput {

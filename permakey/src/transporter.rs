@@ -341,6 +341,10 @@ impl KeypointModel for Transporter {
         self.config.num_keypoints
     }
 
+    fn image_size(&self) -> i64 {
+        self.config.image_size
+    }
+
     /// Keypoints of the target frame when each frame is fed as both source and target:
     /// centres `B x K x 2`, heatmaps `B x K x 42 x 42` at `agent_gauss_std`, Phi `B x 32 x 42 x 42`.
     fn keypoints(&self, frames: &Tensor) -> KeypointOutput {
