@@ -3,7 +3,8 @@
 //! - [`ram`]: object positions from RAM (AtariARI addresses, our verified pixel maps) on the
 //!   210x160 screen and the 84x84 observation;
 //! - [`metric`]: precision@r, recall@r and Hungarian-matched temporal jitter, with a JSON report;
-//! - [`recording`], [`verify`]: recorded random play and the pixel checks behind the maps.
+//! - [`recording`], [`verify`]: recorded random play and the pixel checks behind the maps;
+//! - [`baselines`]: random, fixed-grid and frame-difference keypoints that know nothing of objects.
 //!
 //! ```no_run
 //! use keypoint_metric::{metric, ram};
@@ -23,6 +24,7 @@
 //! # Ok::<(), keypoint_metric::KeypointMetricError>(())
 //! ```
 
+pub mod baselines;
 mod error;
 pub mod metric;
 pub mod ram;
