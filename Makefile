@@ -6,13 +6,14 @@ RUN_ARGS ?= --config config/quick.toml
 # batch 256 of the full model takes minutes per step on a 2-core CPU; the GPU table uses 1,32,256
 KEYPOINT_BENCH_BATCHES ?= 1,32
 
-.PHONY: setup run test bench cuda cuda-setup clean-deps help
+.PHONY: setup run test bench cuda cuda-setup clean-deps help eval-keypoints
 
 help:
 	@echo "make run    - set up, then run the main job (embedded mode)"
 	@echo "make test   - set up, then run every test (Rust workspace + Python parity checks)"
 	@echo "make bench  - set up (with the Python baselines), then write the benchmark tables"
 	@echo "make cuda   - build the CUDA variant against the full PyTorch 2.11.0 (target/cuda)"
+	@echo "make eval-keypoints DIR=runs GAME=MsPacman - RAM-grounded keypoint metric for every checkpoint"
 
 setup:
 	@scripts/setup.sh
@@ -28,6 +29,16 @@ bench: setup
 	$(CARGO) bench -p atari --bench env_throughput
 	mkdir -p target/bench
 	$(CARGO) run --release -p permakey-rl -- --device auto keypoints bench --batches $(KEYPOINT_BENCH_BATCHES) --seconds 2 | tee target/bench/keypoints.md
+
+# Scores every checkpoint under DIR (default runs/) on GAME with the RAM-grounded keypoint metric.
+DIR ?= runs
+GAME ?= MsPacman
+eval-keypoints: setup
+	$(CARGO) build --release -p permakey-rl
+	@found=0; for meta in $$(find $(DIR) -name checkpoint.json | sort); do \
+	  ckpt=$$(dirname $$meta); found=1; echo "== $$ckpt"; \
+	  target/release/permakey-rl eval-keypoints --checkpoint $$ckpt --game $(GAME) --out $$ckpt/eval || exit 1; \
+	done; [ $$found = 1 ] || { echo "no checkpoints under $(DIR)"; exit 1; }
 
 cuda-setup:
 	@scripts/setup.sh --cuda

@@ -9,6 +9,7 @@
 
 pub mod collect;
 pub mod doctor;
+pub mod eval_keypoints;
 pub mod keypoints;
 pub mod record;
 

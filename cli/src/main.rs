@@ -29,6 +29,23 @@ enum Command {
         #[command(subcommand)]
         command: KeypointsCommand,
     },
+    /// Score a keypoint checkpoint against RAM-decoded object positions, next to baselines.
+    EvalKeypoints {
+        /// Checkpoint folder (or a run's checkpoints/ folder).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// MsPacman, Seaquest or Frostbite (defaults to env.game).
+        #[arg(long)]
+        game: Option<String>,
+        /// Distractor bars: none, vertical, horizontal, both.
+        #[arg(long)]
+        noise: Option<NoiseType>,
+        /// Evaluation frames (seeded by run.seed).
+        #[arg(long, default_value_t = 500)]
+        frames: usize,
+        #[arg(long, default_value = "keypoint-eval")]
+        out: PathBuf,
+    },
     /// Check libtorch, the device, the ROMs; time a forward+backward pass.
     Doctor {
         /// Timed Adam steps.
@@ -171,6 +188,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {0}/{stem}.gif and {0}/{stem}.png (episode return {score})", out.display());
         }
         Command::Keypoints { command } => run_keypoints(&config, command)?,
+        Command::EvalKeypoints { checkpoint, game, noise, frames, out } => {
+            let env = EnvConfig {
+                game: game.unwrap_or(config.env.game.clone()),
+                noise: noise.unwrap_or(config.env.noise),
+                ..config.eval_env()
+            };
+            let evaluation = permakey_rl::eval_keypoints::evaluate(&config, &checkpoint, &env, frames, &out)?;
+            print!("{}", permakey_rl::eval_keypoints::markdown(&evaluation));
+        }
         Command::Doctor { iterations, batch, json } => {
             let timing = permakey_rl::doctor::run_doctor(config.device, iterations, batch)?;
             if let Some(path) = json {

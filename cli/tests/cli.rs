@@ -109,6 +109,13 @@ fn keypoint_pipeline_collects_trains_resumes_and_visualises() {
     for f in ["permakey-seaquest-none-grid.png", "permakey-seaquest-both-grid.png", "permakey-seaquest-none-track.gif"] {
         assert!(dir.path().join("viz").join(f).exists(), "{f}");
     }
+    // the RAM-grounded metric scores the checkpoint next to the baselines
+    let out = run(with(&["eval-keypoints", "--checkpoint", &path("run/checkpoints"), "--game", "Seaquest", "--frames", "30", "--out", &path("eval")]));
+    for method in ["| model |", "| random |", "| grid |", "| frame_difference |"] {
+        assert!(out.contains(method), "{out}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval/seaquest-none.json")).unwrap()).unwrap();
+    assert_eq!(json["frames"], 30);
     // the Transporter trains, previews and visualises through the same commands
     let transporter = ["--set", "transporter.encoder_filters=[8,8,8,8]", "--set", "transporter.decoder_filters=[8,8,8,8]"];
     let mut args = with(&transporter);
