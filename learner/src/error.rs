@@ -44,3 +44,12 @@ pub enum LearnerError {
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 }
+
+/// Checks a tensor's shape, naming it in the error.
+pub(crate) fn expect_shape(what: &str, tensor: &tch::Tensor, expected: &[i64]) -> Result<(), LearnerError> {
+    let actual = tensor.size();
+    if actual != expected {
+        return Err(LearnerError::ShapeMismatch { what: what.to_owned(), expected: expected.to_vec(), actual });
+    }
+    Ok(())
+}

@@ -12,7 +12,7 @@
 
 use tch::{Kind, Tensor};
 
-use crate::error::LearnerError;
+use crate::error::{expect_shape, LearnerError};
 
 /// R2D2's mixing coefficient η between the max and the mean absolute TD error.
 pub const R2D2_PRIORITY_ETA: f64 = 0.9;
@@ -24,18 +24,6 @@ pub struct TdLoss {
     pub loss: Tensor,
     /// `δ = target - Q(o_t, a_t)`, `[B, T]`, detached, 0 at invalid positions.
     pub td_errors: Tensor,
-}
-
-fn expect_shape(what: &str, tensor: &Tensor, expected: &[i64]) -> Result<(), LearnerError> {
-    let actual = tensor.size();
-    if actual != expected {
-        return Err(LearnerError::ShapeMismatch {
-            what: what.to_owned(),
-            expected: expected.to_vec(),
-            actual,
-        });
-    }
-    Ok(())
 }
 
 /// Computes `Σ_{b,t} w_b m_{b,t} ½ δ_{b,t}² / max(1, Σ_{b,t} m_{b,t})`.

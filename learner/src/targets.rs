@@ -47,7 +47,7 @@
 
 use tch::{Kind, Tensor};
 
-use crate::error::LearnerError;
+use crate::error::{expect_shape, LearnerError};
 
 /// The reference's n-step horizon (spec 7.4).
 pub const DEFAULT_N_STEP: usize = 3;
@@ -161,18 +161,6 @@ pub struct NStepTargets {
     pub targets: Tensor,
     /// 1 where the target is defined, 0 where it would need steps beyond the sequence.
     pub valid_mask: Tensor,
-}
-
-fn expect_shape(what: &str, tensor: &Tensor, expected: &[i64]) -> Result<(), LearnerError> {
-    let actual = tensor.size();
-    if actual != expected {
-        return Err(LearnerError::ShapeMismatch {
-            what: what.to_owned(),
-            expected: expected.to_vec(),
-            actual,
-        });
-    }
-    Ok(())
 }
 
 /// Returns `x` moved `shift` steps left along dimension 1 (`out[:, t] = x[:, t + shift]`), with
