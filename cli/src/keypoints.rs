@@ -73,7 +73,10 @@ pub fn train(config: &Config, kind: ModelKind, data: &Path, out: &Path, resume: 
     let dataset = Dataset::open(data)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join("config.toml"), config.to_toml())?;
-    let pretrain: &PretrainConfig = &config.pretrain;
+    let pretrain: &PretrainConfig = match kind {
+        ModelKind::Permakey => &config.pretrain,
+        ModelKind::Transporter => &config.pretrain_transporter,
+    };
     let started = Instant::now();
     match kind {
         ModelKind::Permakey => {

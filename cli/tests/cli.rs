@@ -119,7 +119,7 @@ fn keypoint_pipeline_collects_trains_resumes_and_visualises() {
     // the Transporter trains, previews and visualises through the same commands
     let transporter = ["--set", "transporter.encoder_filters=[8,8,8,8]", "--set", "transporter.decoder_filters=[8,8,8,8]"];
     let mut args = with(&transporter);
-    args.extend(["--set", "pretrain.steps=2", "keypoints", "train", "--model", "transporter", "--data", &path("data"), "--out", &path("tr")].map(String::from));
+    args.extend(["--set", "pretrain_transporter.steps=2", "--set", "pretrain_transporter.batch_size=4", "--set", "pretrain_transporter.progress=false", "keypoints", "train", "--model", "transporter", "--data", &path("data"), "--out", &path("tr")].map(String::from));
     run(args);
     assert!(dir.path().join("tr/previews/step-0000002.png").exists());
     let mut args = with(&transporter);

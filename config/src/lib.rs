@@ -125,8 +125,10 @@ pub struct Config {
     pub permakey: PermaKeyConfig,
     /// The Transporter baseline (spec section 6).
     pub transporter: TransporterConfig,
-    /// Keypoint pre-training loop.
+    /// PermaKey pre-training loop.
     pub pretrain: PretrainConfig,
+    /// Transporter pre-training loop (its own batch size and schedule, spec 6).
+    pub pretrain_transporter: PretrainConfig,
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
 }
@@ -142,6 +144,7 @@ impl Default for Config {
             permakey: PermaKeyConfig::default(),
             transporter: TransporterConfig::default(),
             pretrain: PretrainConfig::default(),
+            pretrain_transporter: PretrainConfig::transporter(),
             logging: LoggingConfig::default(),
             metrics: MetricsConfig::default(),
         }

@@ -61,6 +61,14 @@ impl Default for PretrainConfig {
     }
 }
 
+impl PretrainConfig {
+    /// The Transporter's schedule (spec 6): batch 64, InverseTimeDecay(2e-4, 30000, 0.9) counted in
+    /// batches (one optimiser step per batch there).
+    pub fn transporter() -> Self {
+        Self { batch_size: 64, adam: AdamConfig { decay_steps: 30_000, decay_rate: 0.9, ..AdamConfig::default() }, ..Self::default() }
+    }
+}
+
 /// Losses of one logged step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct StepLosses {
