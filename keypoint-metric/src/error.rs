@@ -3,7 +3,7 @@
 pub enum KeypointMetricError {
     #[error("atari: {0}")]
     Atari(#[from] atari::AtariError),
-    #[error("unsupported game '{0}': expected one of MsPacman, Seaquest, Frostbite")]
+    #[error("unsupported game '{0}': expected one of MsPacman, Seaquest, Frostbite, BattleZone")]
     UnsupportedGame(String),
     #[error("shape mismatch: {0}")]
     Shape(String),
