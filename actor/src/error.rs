@@ -16,12 +16,18 @@ pub enum ActorError {
     /// A step whose recurrent state has the wrong length.
     #[error("recurrent state has {actual} entries, expected {expected}")]
     RecurrentStateSize { actual: usize, expected: usize },
+    /// A step whose keypoints do not have `keypoint_dims` floats.
+    #[error("keypoints have {actual} floats, expected keypoint_dims = {expected}")]
+    KeypointSize { actual: usize, expected: usize },
     /// A NaN or infinite reward.
     #[error("reward {value} is not finite")]
     NonFiniteReward { value: f32 },
     /// A NaN or infinite recurrent-state entry.
     #[error("recurrent state entry {index} is {value}, it must be finite")]
     NonFiniteRecurrentState { index: usize, value: f32 },
+    /// A NaN or infinite keypoint float.
+    #[error("keypoint entry {index} is {value}, it must be finite")]
+    NonFiniteKeypoint { index: usize, value: f32 },
     /// An emitted sequence failed the replay's validation (a writer bug, reported not hidden).
     #[error("emitted an invalid sequence: {0}")]
     Replay(#[from] replay::ReplayError),

@@ -3,7 +3,9 @@
 //! # Role
 //!
 //! An actor steps its environments, runs the frozen keypoint front end and the LSTM Q-network,
-//! and hands every step of every environment stream to that stream's [`SequenceWriter`]. The
+//! and hands every step of every environment stream to that stream's [`SequenceWriter`],
+//! together with the keypoint centres the front end computed for the step's observation (when
+//! `keypoint_dims > 0`, so the learner rebuilds the heatmaps from them). The
 //! writer cuts the stream into fixed-length [`replay::Sequence`]s, which the actor sends to the
 //! replay (the `replay` crate's `SequenceReplay`, embedded or behind the replay service). This
 //! crate is pure: no tensors, no I/O.
@@ -14,9 +16,10 @@
 //! writer = SequenceWriter::new(config, env_id, run_id)      // one per environment stream
 //! loop:
 //!     state_before = lstm_state                             // zeros at an episode start
-//!     action, lstm_state = policy(observation, lstm_state)
+//!     keypoints = keypoint_model(observation)               // frozen: K (y, x) centres
+//!     action, lstm_state = policy(observation, keypoints, lstm_state)
 //!     reward, terminal, truncated, next_observation = env.step(action)
-//!     for sequence in writer.add(Step { observation, action, reward: clip(reward),
+//!     for sequence in writer.add(Step { observation, keypoints, action, reward: clip(reward),
 //!                                       terminal, truncated, recurrent_state: state_before, .. }):
 //!         replay.insert(sequence)
 //!     if terminal or truncated: lstm_state = zeros; observation = env.reset()
@@ -35,7 +38,7 @@
 //!   so the sequence starts at step 0, where the zero state is exact. The state *before* the
 //!   sequence's first step is stored with it when `recurrent_state_len > 0`.
 //! - **Episode ends**: the last, partial sequences are padded to full length with zero frames,
-//!   action 0, reward 0 and `done = true`, and `padded_steps` says how many (a mask, not
+//!   zero keypoints, action 0, reward 0 and `done = true`, and `padded_steps` says how many (a mask, not
 //!   repeated frames: repeats would look like real data to the keypoint network and the LSTM).
 //!   A terminal step sets `done` on that step; a time-limit cut sets `truncated` instead.
 //!   Sequences never span two episodes.

@@ -28,6 +28,11 @@ pub struct SequenceWriterConfig {
     /// `c`). Default 0: nothing stored, the learner starts from zeros as the reference does;
     /// 256 for the LSTM(128) of spec 7.3 with R2D2's stored-state strategy.
     pub recurrent_state_len: usize,
+    /// Keypoint floats each step carries and sequences store per step
+    /// ([`replay::Sequence::keypoints`]): `2K` for the K `(y, x)` centres the frozen keypoint
+    /// model computed on the step's observation, so the learner need not re-run it. Default 0:
+    /// none stored. At most 65535 (stored as `u16`).
+    pub keypoint_dims: usize,
 }
 
 impl Default for SequenceWriterConfig {
@@ -38,6 +43,7 @@ impl Default for SequenceWriterConfig {
             burn_in: 0,
             obs_shape: DEFAULT_OBS_SHAPE,
             recurrent_state_len: 0,
+            keypoint_dims: 0,
         }
     }
 }
@@ -54,7 +60,8 @@ impl SequenceWriterConfig {
     }
 
     /// Checks `L >= 1`, `1 <= P <= L` (a larger period would skip steps), `B + L <= 65535`
-    /// (stored as `u16`) and a non-zero observation shape.
+    /// (stored as `u16`), a non-zero observation shape and `keypoint_dims <= 65535` (stored as
+    /// `u16`).
     pub fn validate(&self) -> Result<(), ActorError> {
         if self.sequence_length == 0 {
             return Err(ActorError::InvalidConfig(
@@ -80,6 +87,13 @@ impl SequenceWriterConfig {
                 self.obs_shape
             )));
         }
+        if self.keypoint_dims > usize::from(u16::MAX) {
+            return Err(ActorError::InvalidConfig(format!(
+                "keypoint_dims must be at most {}, got {}",
+                u16::MAX,
+                self.keypoint_dims
+            )));
+        }
         Ok(())
     }
 }
@@ -100,6 +114,9 @@ pub struct Step<'a> {
     pub truncated: bool,
     /// Recurrent state *before* processing `o_t` (zeros at an episode start).
     pub recurrent_state: &'a [f32],
+    /// Keypoint centres the frozen keypoint model computed on `o_t`, exactly
+    /// [`SequenceWriterConfig::keypoint_dims`] finite floats (`&[]` when none are stored).
+    pub keypoints: &'a [f32],
     /// Version of the parameters that chose `a_t`.
     pub parameter_version: u64,
 }
@@ -107,6 +124,7 @@ pub struct Step<'a> {
 #[derive(Debug, Clone)]
 struct BufferedStep {
     observation: Vec<u8>,
+    keypoints: Vec<f32>,
     action: u16,
     reward: f32,
     terminal: bool,
@@ -143,7 +161,8 @@ pub struct SequenceWriterStats {
 /// A sequence is emitted as soon as its last step arrives. When the episode ends (a `terminal`
 /// or `truncated` step, or [`SequenceWriter::flush_truncated`]), every sequence whose learning
 /// start lies inside the episode and that is not yet out is emitted, padded to `B + L` steps
-/// with zero frames, action 0, reward 0 and `done = true` (a [`Sequence::mask`] marks them);
+/// with zero frames, zero keypoints, action 0, reward 0 and `done = true` (a [`Sequence::mask`]
+/// marks them);
 /// then the writer starts a fresh episode. A sequence never spans two episodes.
 ///
 /// `truncated` is set on the sequences emitted by a `truncated` step or by
@@ -172,6 +191,7 @@ pub struct SequenceWriterStats {
 ///         terminal: t == 19,
 ///         truncated: false,
 ///         recurrent_state: &[],
+///         keypoints: &[],
 ///         parameter_version: 0,
 ///     })?);
 /// }
@@ -237,12 +257,13 @@ impl SequenceWriter {
     /// Records one step and returns the sequences it completes (usually none or one; more at an
     /// episode end). A step with `terminal` or `truncated` set ends the episode.
     ///
-    /// The step is checked first (observation size, state length, finite reward and state);
-    /// on error nothing is recorded.
+    /// The step is checked first (observation size, state and keypoint lengths, finite reward,
+    /// state and keypoints); on error nothing is recorded.
     pub fn add(&mut self, step: Step<'_>) -> Result<Vec<Sequence>, ActorError> {
         self.check(&step)?;
         self.buffer.push_back(BufferedStep {
             observation: step.observation.to_vec(),
+            keypoints: step.keypoints.to_vec(),
             action: step.action,
             reward: step.reward,
             terminal: step.terminal,
@@ -302,6 +323,12 @@ impl SequenceWriter {
                 expected: self.config.recurrent_state_len,
             });
         }
+        if step.keypoints.len() != self.config.keypoint_dims {
+            return Err(ActorError::KeypointSize {
+                actual: step.keypoints.len(),
+                expected: self.config.keypoint_dims,
+            });
+        }
         if !step.reward.is_finite() {
             return Err(ActorError::NonFiniteReward { value: step.reward });
         }
@@ -312,6 +339,14 @@ impl SequenceWriter {
             .find(|(_, entry)| !entry.is_finite())
         {
             return Err(ActorError::NonFiniteRecurrentState { index, value });
+        }
+        if let Some((index, &value)) = step
+            .keypoints
+            .iter()
+            .enumerate()
+            .find(|(_, entry)| !entry.is_finite())
+        {
+            return Err(ActorError::NonFiniteKeypoint { index, value });
         }
         Ok(())
     }
@@ -365,6 +400,12 @@ impl SequenceWriter {
             observations.extend_from_slice(&step.observation);
         }
         observations.resize(total_length * frame, 0);
+        let keypoint_dims = self.config.keypoint_dims;
+        let mut keypoints = Vec::with_capacity(total_length * keypoint_dims);
+        for step in steps() {
+            keypoints.extend_from_slice(&step.keypoints);
+        }
+        keypoints.resize(total_length * keypoint_dims, 0.0);
         let mut actions: Vec<u16> = steps().map(|step| step.action).collect();
         actions.resize(total_length, 0);
         let mut rewards: Vec<f32> = steps().map(|step| step.reward).collect();
@@ -378,6 +419,8 @@ impl SequenceWriter {
             run_id: self.run_id,
             observations,
             obs_shape: self.config.obs_shape,
+            keypoints,
+            keypoint_dims: u16::try_from(keypoint_dims).expect("validated: keypoint_dims fits u16"),
             actions,
             rewards,
             dones,
@@ -416,21 +459,28 @@ mod tests {
             burn_in,
             obs_shape: [1, 1, 2],
             recurrent_state_len: 2,
+            keypoint_dims: KEYPOINT_DIMS,
         }
     }
+
+    /// Keypoint floats per step in the test config (3, odd on purpose: the writer does not
+    /// interpret them).
+    const KEYPOINT_DIMS: usize = 3;
 
     fn writer(config: SequenceWriterConfig) -> SequenceWriter {
         SequenceWriter::new(config, 3, 77).unwrap()
     }
 
-    /// Step `t` of episode `episode`: observation `[episode, t]`, action `t`, reward `t`, state
-    /// `[episode, t]`, parameter version `100 + t`.
+    /// Step `t` of episode `episode`: observation `[episode, t]`, keypoints `[t; 3]`, action
+    /// `t`, reward `t`, state `[episode, t]`, parameter version `100 + t`.
     fn add_step(writer: &mut SequenceWriter, episode: u8, t: usize, end: End) -> Vec<Sequence> {
         let observation = [episode, t as u8];
+        let keypoints = [t as f32; KEYPOINT_DIMS];
         let state = [f32::from(episode), t as f32];
         writer
             .add(Step {
                 observation: &observation,
+                keypoints: &keypoints,
                 action: t as u16,
                 reward: t as f32,
                 terminal: end == End::Terminal,
@@ -472,6 +522,28 @@ mod tests {
         (start..end).collect()
     }
 
+    /// Checks that valid step `i` of `sequence` stores the keypoints of episode step
+    /// `steps_of(sequence)[i]` (all equal to that step index, see `add_step`) and padding steps
+    /// store zeros.
+    fn assert_keypoints_follow_steps(sequence: &Sequence) {
+        assert_eq!(usize::from(sequence.keypoint_dims), KEYPOINT_DIMS);
+        assert_eq!(sequence.keypoints.len(), sequence.len() * KEYPOINT_DIMS);
+        for (i, t) in steps_of(sequence).into_iter().enumerate() {
+            assert_eq!(
+                sequence.step_keypoints(i),
+                &[t as f32; KEYPOINT_DIMS],
+                "position {i} holds episode step {t}"
+            );
+        }
+        for i in sequence.valid_len()..sequence.len() {
+            assert_eq!(
+                sequence.step_keypoints(i),
+                &[0.0; KEYPOINT_DIMS],
+                "padding position {i}"
+            );
+        }
+    }
+
     #[test]
     fn default_config_matches_the_reference_window() {
         let config = SequenceWriterConfig::default();
@@ -481,6 +553,7 @@ mod tests {
         assert_eq!(config.overlap(), 4);
         assert_eq!(config.burn_in, 0);
         assert_eq!(config.obs_shape, [84, 84, 3]);
+        assert_eq!(config.keypoint_dims, 0);
     }
 
     #[test]
@@ -492,6 +565,10 @@ mod tests {
             config(60_000, 8, 6_000),
             SequenceWriterConfig {
                 obs_shape: [84, 0, 3],
+                ..SequenceWriterConfig::default()
+            },
+            SequenceWriterConfig {
+                keypoint_dims: usize::from(u16::MAX) + 1,
                 ..SequenceWriterConfig::default()
             },
         ] {
@@ -506,9 +583,30 @@ mod tests {
             error,
             "invalid sequence writer config: period must be in 1..=sequence_length (12), got 13: a longer period skips steps"
         );
+        let error = SequenceWriterConfig {
+            keypoint_dims: 70_000,
+            ..SequenceWriterConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "invalid sequence writer config: keypoint_dims must be at most 65535, got 70000"
+        );
+        SequenceWriterConfig {
+            keypoint_dims: usize::from(u16::MAX),
+            ..SequenceWriterConfig::default()
+        }
+        .validate()
+        .unwrap();
         let parsed: SequenceWriterConfig = serde_json::from_str(r#"{"burn_in": 40}"#).unwrap();
         assert_eq!(parsed.burn_in, 40);
         assert_eq!(parsed.sequence_length, 12);
+        assert_eq!(parsed.keypoint_dims, 0, "keypoints are off by default");
+        let parsed: SequenceWriterConfig =
+            serde_json::from_str(r#"{"keypoint_dims": 14}"#).unwrap();
+        assert_eq!(parsed.keypoint_dims, 14);
         assert!(serde_json::from_str::<SequenceWriterConfig>(r#"{"overlap": 4}"#).is_err());
     }
 
@@ -534,6 +632,24 @@ mod tests {
             assert_eq!((sequence.env_id, sequence.run_id), (3, 77));
         }
         assert_eq!(sequences[3].padded_steps, 6);
+        // Keypoints follow the steps (the 4 overlapping steps appear in both sequences), padding
+        // stores zeros.
+        for sequence in &sequences {
+            assert_keypoints_follow_steps(sequence);
+        }
+        assert_eq!(sequences[1].step_keypoints(0), &[8.0; 3]);
+        assert_eq!(
+            sequences[0].step_keypoints(8),
+            sequences[1].step_keypoints(0)
+        );
+        assert_eq!(
+            sequences[3].keypoints,
+            [
+                (24..30).flat_map(|t| [t as f32; 3]).collect::<Vec<_>>(),
+                vec![0.0; 6 * 3]
+            ]
+            .concat()
+        );
         // Actions, rewards and dones follow the steps; only the last valid step is terminal.
         assert_eq!(sequences[1].actions, (8..20).collect::<Vec<u16>>());
         assert_eq!(sequences[1].rewards[0], 8.0);
@@ -570,7 +686,13 @@ mod tests {
         for pair in sequences.windows(2) {
             let (a, b) = (steps_of(&pair[0]), steps_of(&pair[1]));
             assert_eq!(a[8..], b[..4], "4 shared steps");
+            assert_eq!(
+                pair[0].keypoints[8 * 3..],
+                pair[1].keypoints[..4 * 3],
+                "and their keypoints"
+            );
         }
+        sequences.iter().for_each(assert_keypoints_follow_steps);
         let mut half_overlap = SequenceWriter::new(config(6, 3, 0), 0, 0).unwrap();
         let sequences: Vec<Sequence> = add_episode(&mut half_overlap, 1, 12, End::Open)
             .into_iter()
@@ -597,10 +719,25 @@ mod tests {
             vec![(0, 0, 0), (4, 4, 0), (12, 4, 0), (20, 4, 0), (28, 4, 4)]
         );
         assert!(sequences.iter().all(|s| s.len() == 16));
-        // The learning part starts at k * 8 in each.
+        // The learning part starts at k * 8 in each; the burn-in steps carry their own keypoints.
         for (k, sequence) in sequences.iter().enumerate() {
             assert_eq!(steps_of(sequence)[usize::from(sequence.burn_in)], 8 * k);
+            assert_keypoints_follow_steps(sequence);
+            assert_eq!(
+                sequence.step_keypoints(usize::from(sequence.burn_in)),
+                &[(8 * k) as f32; 3]
+            );
         }
+        // Sequence 1 burns in on steps 4..8, which sequence 0 also holds as learning steps.
+        assert_eq!(
+            sequences[1].keypoints[..4 * 3],
+            sequences[0].keypoints[4 * 3..8 * 3]
+        );
+        assert_eq!(
+            sequences[4].keypoints[12 * 3..],
+            [0.0; 4 * 3],
+            "4 padding steps"
+        );
     }
 
     #[test]
@@ -616,6 +753,7 @@ mod tests {
             .map(|s| (steps_of(s)[0], s.burn_in, s.padded_steps))
             .collect();
         assert_eq!(summary, vec![(0, 0, 0), (0, 4, 0), (0, 8, 0), (2, 10, 2)]);
+        sequences.iter().for_each(assert_keypoints_follow_steps);
     }
 
     #[test]
@@ -647,10 +785,14 @@ mod tests {
             terminal: true,
             truncated: false,
             recurrent_state: &[],
+            keypoints: &[],
             parameter_version: 0,
         };
         let sequences = stateless.add(step).unwrap();
         assert!(sequences[0].initial_recurrent_state.is_empty());
+        // Nor keypoints.
+        assert_eq!(sequences[0].keypoint_dims, 0);
+        assert!(sequences[0].keypoints.is_empty());
     }
 
     #[test]
@@ -689,6 +831,11 @@ mod tests {
             sequence.dones,
             [vec![false, false, true], vec![true; 9]].concat()
         );
+        assert_eq!(
+            sequence.keypoints,
+            [vec![0.0; 3], vec![1.0; 3], vec![2.0; 3], vec![0.0; 9 * 3]].concat()
+        );
+        assert_keypoints_follow_steps(sequence);
         sequence.validate().unwrap();
     }
 
@@ -713,6 +860,7 @@ mod tests {
         );
         for sequence in &sequences {
             assert!(sequence.dones[..sequence.valid_len()].iter().all(|&d| !d));
+            assert_keypoints_follow_steps(sequence);
         }
     }
 
@@ -727,11 +875,16 @@ mod tests {
                 terminal: true,
                 truncated: true,
                 recurrent_state: &[0.0, 0.0],
+                keypoints: &[0.5; 3],
                 parameter_version: 0,
             })
             .unwrap();
         assert!(!sequences[0].truncated);
         assert!(sequences[0].dones[0]);
+        assert_eq!(
+            sequences[0].keypoints,
+            [vec![0.5; 3], vec![0.0; 3 * 3]].concat()
+        );
     }
 
     #[test]
@@ -750,6 +903,7 @@ mod tests {
                 for step in 0..sequence.valid_len() {
                     assert_eq!(sequence.observation(step)[0], episode);
                 }
+                assert_keypoints_follow_steps(sequence);
             }
         }
         assert_eq!(
@@ -773,6 +927,7 @@ mod tests {
         let summary: Vec<(Vec<usize>, bool)> =
             flushed.iter().map(|s| (steps_of(s), s.truncated)).collect();
         assert_eq!(summary, vec![(range(8, 14), true)]);
+        assert_keypoints_follow_steps(&flushed[0]);
         assert!(
             writer.flush_truncated().unwrap().is_empty(),
             "nothing pending"
@@ -807,6 +962,7 @@ mod tests {
             terminal: false,
             truncated: false,
             recurrent_state: &[0.0, 0.0],
+            keypoints: &[0.0, 0.5, -0.5],
             parameter_version: 0,
         };
         let cases = [
@@ -838,12 +994,56 @@ mod tests {
                 },
                 "recurrent state entry 1 is -inf, it must be finite",
             ),
+            (
+                Step {
+                    keypoints: &[0.0, 0.5],
+                    ..good
+                },
+                "keypoints have 2 floats, expected keypoint_dims = 3",
+            ),
+            (
+                Step {
+                    keypoints: &[],
+                    ..good
+                },
+                "keypoints have 0 floats, expected keypoint_dims = 3",
+            ),
+            (
+                Step {
+                    keypoints: &[0.0, f32::NAN, 0.5],
+                    ..good
+                },
+                "keypoint entry 1 is NaN, it must be finite",
+            ),
         ];
         for (step, message) in cases {
             assert_eq!(writer.add(step).unwrap_err().to_string(), message);
         }
         assert_eq!(writer.episode_len(), 2);
         assert_eq!(writer.stats().steps_total, 2);
+        // A writer without keypoints rejects any.
+        let mut plain = SequenceWriter::new(
+            SequenceWriterConfig {
+                keypoint_dims: 0,
+                ..config(12, 8, 0)
+            },
+            0,
+            0,
+        )
+        .unwrap();
+        assert!(matches!(
+            plain.add(good),
+            Err(ActorError::KeypointSize {
+                actual: 3,
+                expected: 0
+            })
+        ));
+        plain
+            .add(Step {
+                keypoints: &[],
+                ..good
+            })
+            .unwrap();
     }
 
     proptest! {
@@ -882,9 +1082,14 @@ mod tests {
                     let burn = usize::from(sequence.burn_in);
                     prop_assert_eq!(steps[0] + burn, k * period);
                     prop_assert!(steps.windows(2).all(|w| w[1] == w[0] + 1));
-                    for step in 0..sequence.valid_len() {
+                    // `steps` has one entry per valid step.
+                    for (step, &t) in steps.iter().enumerate() {
                         prop_assert_eq!(sequence.observation(step)[0], episode);
+                        prop_assert_eq!(sequence.step_keypoints(step), &[t as f32; KEYPOINT_DIMS]);
                     }
+                    prop_assert!(sequence.keypoints[sequence.valid_len() * KEYPOINT_DIMS..]
+                        .iter()
+                        .all(|&value| value == 0.0));
                     prop_assert_eq!(
                         &sequence.initial_recurrent_state,
                         &vec![f32::from(episode), steps[0] as f32]

@@ -7,9 +7,11 @@ use replay::{ReplayConfig, SamplingMode, SequenceReplay};
 
 #[test]
 fn reference_shaped_episodes_flow_into_the_replay() {
-    // Reference shapes: 84x84x3 frames, L 12, P 8, no burn-in; an LSTM(128) state stored.
+    // Reference shapes: 84x84x3 frames, L 12, P 8, no burn-in; an LSTM(128) state and 7
+    // keypoint centres (y, x) per step stored.
     let config = SequenceWriterConfig {
         recurrent_state_len: 256,
+        keypoint_dims: 14,
         ..SequenceWriterConfig::default()
     };
     let frame_len = 84 * 84 * 3;
@@ -25,6 +27,7 @@ fn reference_shaped_episodes_flow_into_the_replay() {
         for t in 0..len {
             let observation = vec![episode.wrapping_mul(50).wrapping_add(t as u8); frame_len];
             let state = vec![t as f32 * 0.01; 256];
+            let keypoints = [t as f32 / 100.0; 14];
             let sequences = writer
                 .add(Step {
                     observation: &observation,
@@ -33,6 +36,7 @@ fn reference_shaped_episodes_flow_into_the_replay() {
                     terminal: t + 1 == len,
                     truncated: false,
                     recurrent_state: &state,
+                    keypoints: &keypoints,
                     parameter_version: u64::from(episode),
                 })
                 .unwrap();
@@ -45,7 +49,7 @@ fn reference_shaped_episodes_flow_into_the_replay() {
     // ceil(37 / 8) + ceil(5 / 8) + ceil(64 / 8) = 5 + 1 + 8.
     assert_eq!(inserted, 14);
     assert_eq!(table.len(), 14);
-    let expected_bytes = 14 * replay::sequence_memory_bytes(12, [84, 84, 3], 256);
+    let expected_bytes = 14 * replay::sequence_memory_bytes(12, [84, 84, 3], 256, 14);
     assert_eq!(table.memory_bytes(), expected_bytes);
 
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -54,6 +58,22 @@ fn reference_shaped_episodes_flow_into_the_replay() {
         assert_eq!(item.len(), 12);
         assert_eq!(item.observations.len(), 12 * frame_len);
         assert_eq!(item.initial_recurrent_state.len(), 256);
+        assert_eq!(item.keypoint_dims, 14);
+        assert_eq!(item.keypoints.len(), 12 * 14);
+        // Step i's keypoints are those handed over with its frame: episode step t0 + i.
+        let t0 = (item.step_keypoints(0)[0] * 100.0).round() as usize;
+        for i in 0..item.valid_len() {
+            assert_eq!(item.step_keypoints(i), &[(t0 + i) as f32 / 100.0; 14]);
+            assert_eq!(
+                item.observation(i)[0].wrapping_sub(item.observation(0)[0]),
+                i as u8
+            );
+        }
+        assert!(
+            item.keypoints[item.valid_len() * 14..]
+                .iter()
+                .all(|&k| k == 0.0)
+        );
         assert_eq!((item.env_id, item.run_id), (2, 0xfeed));
     }
     let outcome = table

@@ -12,8 +12,10 @@
 //! - tensors: a known dtype, rank at most [`MAX_TENSOR_RANK`],
 //!   `len(data) == product(shape) * dtype size` (overflow-checked); float tensors of
 //!   parameters hold no NaN or infinity;
-//! - float fields (priorities, rewards, discounts, recurrent state, keypoint centres): finite,
-//!   plus each field's range;
+//! - float fields (priorities, rewards, discounts, recurrent state, keypoint centres, a
+//!   sequence's per-step keypoints): finite, plus each field's range;
+//! - a sequence's per-step keypoints: `keypoint_dims` at most [`MAX_KEYPOINT_DIMS`] and
+//!   `len(keypoints) == length * keypoint_dims` (so no keypoints when `keypoint_dims` is 0);
 //! - counts: the `MAX_*` constants below; whole messages: [`MAX_MESSAGE_BYTES`].
 
 use std::collections::HashSet;
@@ -39,6 +41,8 @@ pub const MAX_FRAMES_PER_BATCH: usize = 256;
 pub const MAX_INFER_TIMEOUT_MS: u32 = 60_000;
 /// Largest number of keypoints K per frame (the reference configs use 7 to 25).
 pub const MAX_KEYPOINTS: u32 = 64;
+/// Largest `keypoint_dims` of a [`Sequence`]: `(y, x)` for [`MAX_KEYPOINTS`] keypoints.
+pub const MAX_KEYPOINT_DIMS: u32 = 2 * MAX_KEYPOINTS;
 /// Largest tensor rank.
 pub const MAX_TENSOR_RANK: usize = 8;
 /// Largest number of sequences in one [`InsertRequest`].
@@ -708,6 +712,27 @@ fn check_sequence(sequence: &Sequence, field: FieldPath) -> Result<(), Validatio
         sequence.priority,
         0.0,
         f32::MAX,
+    )?;
+    check_u64_range(
+        &|| format!("{}.keypoint_dims", field()),
+        sequence.keypoint_dims.into(),
+        0,
+        MAX_KEYPOINT_DIMS.into(),
+    )?;
+    // Both factors are bounded above (1024 x 128), so the product cannot overflow.
+    let expected_keypoints = length * sequence.keypoint_dims as usize;
+    if sequence.keypoints.len() != expected_keypoints {
+        return Err(ValidationError::LengthMismatch {
+            field: format!("{}.keypoints", field()),
+            expected: expected_keypoints,
+            actual: sequence.keypoints.len(),
+        });
+    }
+    check_f32s_in_range(
+        &|| format!("{}.keypoints", field()),
+        &sequence.keypoints,
+        f32::MIN,
+        f32::MAX,
     )
 }
 
@@ -779,6 +804,8 @@ mod tests {
             initial_lstm_cell: vec![-0.1; 4],
             priority: 1.5,
             parameter_version: 9,
+            keypoints: (0..steps * 4).map(|index| index as f32 / 1000.0).collect(),
+            keypoint_dims: 4,
         }
     }
 
@@ -1188,6 +1215,74 @@ mod tests {
         let mut negative_priority = sequence(3);
         negative_priority.priority = -0.5;
         assert_invalid_argument(validate_sequence(&negative_priority));
+    }
+
+    #[test]
+    fn sequence_keypoints_match_length_times_dims_and_are_finite() {
+        // No keypoints at all (what peers that predate the fields send) is valid.
+        validate_sequence(&Sequence {
+            keypoints: vec![],
+            keypoint_dims: 0,
+            ..sequence(3)
+        })
+        .unwrap();
+        validate_sequence(&Sequence {
+            keypoints: vec![0.25; 3 * MAX_KEYPOINT_DIMS as usize],
+            keypoint_dims: MAX_KEYPOINT_DIMS,
+            ..sequence(3)
+        })
+        .unwrap();
+        let mut short = sequence(3);
+        short.keypoints.pop();
+        let error = assert_invalid_argument(validate_sequence(&short));
+        assert_eq!(
+            error.to_string(),
+            "sequence.keypoints has 11 entries, expected 12"
+        );
+        let without_dims = Sequence {
+            keypoint_dims: 0,
+            ..sequence(3)
+        };
+        let error = assert_invalid_argument(validate_sequence(&without_dims));
+        assert_eq!(
+            error.to_string(),
+            "sequence.keypoints has 12 entries, expected 0"
+        );
+        let without_keypoints = Sequence {
+            keypoints: vec![],
+            ..sequence(3)
+        };
+        let error = assert_invalid_argument(validate_sequence(&without_keypoints));
+        assert_eq!(
+            error.to_string(),
+            "sequence.keypoints has 0 entries, expected 12"
+        );
+        let too_wide = Sequence {
+            keypoints: vec![0.0; 3 * (MAX_KEYPOINT_DIMS as usize + 1)],
+            keypoint_dims: MAX_KEYPOINT_DIMS + 1,
+            ..sequence(3)
+        };
+        let error = assert_invalid_argument(validate_sequence(&too_wide));
+        assert_eq!(
+            error.to_string(),
+            "sequence.keypoint_dims is 129, expected 0..=128"
+        );
+        let mut nan = sequence(3);
+        nan.keypoints[9] = f32::NAN;
+        let error = assert_invalid_argument(validate_sequence(&nan));
+        assert_eq!(
+            error.to_string(),
+            "sequence.keypoints[9] is not finite (NaN)"
+        );
+        let mut inf = InsertRequest {
+            sequences: vec![sequence(2), sequence(2)],
+        };
+        inf.sequences[1].keypoints[0] = f32::INFINITY;
+        let error = assert_invalid_argument(validate_insert_request(&inf));
+        assert_eq!(
+            error.to_string(),
+            "sequences[1].keypoints[0] is not finite (inf)"
+        );
     }
 
     #[test]

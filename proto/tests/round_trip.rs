@@ -88,6 +88,9 @@ fn sequence() -> Sequence {
         initial_lstm_cell: vec![0.125, -0.125],
         priority: 2.5,
         parameter_version: 33,
+        // Two steps of two (y, x) keypoint centres.
+        keypoints: vec![-0.75, 0.25, 0.5, -1.0, 0.0, 1.0, -0.0, 0.125],
+        keypoint_dims: 4,
     }
 }
 
@@ -185,6 +188,60 @@ fn replay_service_messages_round_trip() {
         evicted_total: 2,
         max_priority: 7.5,
     });
+}
+
+#[test]
+fn sequence_keypoints_round_trip_bit_exact_and_validate() {
+    let message = sequence();
+    pkrl_proto::validate::validate_sequence(&message).unwrap();
+    let decoded = Sequence::decode(message.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(decoded.keypoint_dims, 4);
+    let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&decoded.keypoints), bits(&message.keypoints));
+    pkrl_proto::validate::validate_sequence(&decoded).unwrap();
+    // `repeated float` is packed in proto3: field 13, one length-delimited record of 8 floats.
+    let keypoints_only = Sequence {
+        keypoints: message.keypoints.clone(),
+        ..Sequence::default()
+    };
+    let encoded = keypoints_only.encode_to_vec();
+    assert_eq!(encoded[..2], [(13 << 3) | 2, 8 * 4]);
+    assert_eq!(encoded.len(), 2 + 8 * 4);
+}
+
+/// The `Sequence` of peers built before fields 13 and 14 existed (only some of its fields are
+/// declared: prost skips the rest like any unknown field).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SequenceBeforeKeypoints {
+    #[prost(uint32, tag = "1")]
+    env_id: u32,
+    #[prost(uint32, tag = "4")]
+    length: u32,
+    #[prost(float, repeated, tag = "7")]
+    rewards: Vec<f32>,
+    #[prost(uint64, tag = "12")]
+    parameter_version: u64,
+}
+
+#[test]
+fn sequence_keypoints_are_wire_compatible_with_older_peers() {
+    // An old peer decodes a new message and ignores the keypoints.
+    let new = sequence();
+    let old = SequenceBeforeKeypoints::decode(new.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(
+        old,
+        SequenceBeforeKeypoints {
+            env_id: new.env_id,
+            length: new.length,
+            rewards: new.rewards.clone(),
+            parameter_version: new.parameter_version,
+        }
+    );
+    // A new peer decodes an old message as one without keypoints.
+    let decoded = Sequence::decode(old.encode_to_vec().as_slice()).unwrap();
+    assert!(decoded.keypoints.is_empty());
+    assert_eq!(decoded.keypoint_dims, 0);
+    assert_eq!(decoded.rewards, new.rewards);
 }
 
 #[test]

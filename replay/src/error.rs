@@ -30,6 +30,25 @@ pub enum ReplayError {
         steps: usize,
         obs_shape: [usize; 3],
     },
+    /// `keypoints.len() != steps * keypoint_dims`.
+    #[error(
+        "invalid sequence: keypoints hold {actual} floats, expected {expected} ({steps} steps x keypoint_dims {keypoint_dims})"
+    )]
+    KeypointSizeMismatch {
+        actual: usize,
+        expected: usize,
+        steps: usize,
+        keypoint_dims: usize,
+    },
+    /// A NaN or infinite keypoint float (`index` within the step's `keypoint_dims`).
+    #[error(
+        "invalid sequence: keypoints entry {index} of step {step} is {value}, keypoints must be finite"
+    )]
+    NonFiniteKeypoint {
+        step: usize,
+        index: usize,
+        value: f32,
+    },
     /// A NaN or infinite reward.
     #[error("invalid sequence: reward at step {step} is {value}, rewards must be finite")]
     NonFiniteReward { step: usize, value: f32 },
@@ -49,6 +68,9 @@ pub enum ReplayError {
         "invalid sequence: burn-in of {burn_in} steps leaves nothing to learn from in {valid_steps} valid steps"
     )]
     BurnInTooLong { burn_in: usize, valid_steps: usize },
+    /// A padding step whose keypoints are not all zero.
+    #[error("invalid sequence: padding step {step} must have all-zero keypoints")]
+    PaddingKeypointsNotZero { step: usize },
     /// A configuration value out of range.
     #[error("invalid replay config: {0}")]
     InvalidConfig(String),
@@ -93,11 +115,16 @@ pub enum ReplayError {
     /// A snapshot file whose bytes do not decode (bad magic, checksum, truncation, bad values).
     #[error("snapshot {path} is corrupt: {reason}")]
     SnapshotCorrupt { path: PathBuf, reason: String },
-    /// A snapshot written by an unknown format version.
-    #[error("snapshot {path} has format version {found}, this build reads version {supported}")]
+    /// A snapshot written by a format version this build cannot read.
+    #[error(
+        "snapshot {path} has format version {found}, this build reads versions {oldest_supported} to {supported}"
+    )]
     SnapshotVersion {
         path: PathBuf,
         found: u32,
+        /// Oldest version this build still reads.
+        oldest_supported: u32,
+        /// Version this build writes (and the newest it reads).
         supported: u32,
     },
 }

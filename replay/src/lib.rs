@@ -45,10 +45,15 @@
 //! # Decisions
 //!
 //! - **Item**: one [`Sequence`] of `burn_in + 12` steps (spec 7.4: window 8 + n-step 3 + 1; the
-//!   reference has no burn-in), with per-step `(o_t, a_t, clipped r_t, done_t)`, the recurrent
-//!   state before step 0 (empty when the learner starts from zeros, as the reference does), the
-//!   actor's `env_id`, `run_id` and parameter version. Episode ends are zero-padded and masked
-//!   (see [`Sequence`]).
+//!   reference has no burn-in), with per-step `(o_t, a_t, clipped r_t, done_t)`, optionally the
+//!   per-step keypoint centres the actor's frozen keypoint model computed for `o_t`
+//!   (`keypoint_dims` floats per step, `2K` for K `(y, x)` centres; 0 stores none), the
+//!   recurrent state before step 0 (empty when the learner starts from zeros, as the reference
+//!   does), the actor's `env_id`, `run_id` and parameter version. Episode ends are zero-padded
+//!   and masked (see [`Sequence`]).
+//! - **Stored keypoints**: with the keypoint model frozen, the Gaussian heatmaps are a pure
+//!   function of the centres, so storing the centres is exact and spares the learner a
+//!   keypoint-model forward pass (LSP + PointNet) on every sampled frame.
 //! - **Sampling**: [`SamplingMode::Uniform`] is the default because it is paper-faithful: the
 //!   reference samples without prioritisation (tf-agents `EpisodicReplayBuffer`). Prioritised
 //!   replay is the option: `P(i) = p_i^alpha / sum_j p_j^alpha` on a [`SumTree`], importance
@@ -71,10 +76,11 @@
 //!
 //! A default sequence stores 12 frames of 84x84x3 bytes = 254,016 bytes, plus 12 x 7 bytes of
 //! action (`u16`), reward (`f32`) and done flag, plus [`PER_SEQUENCE_OVERHEAD_BYTES`] of
-//! bookkeeping (232 bytes on 64-bit targets): **254,332 bytes, about 248 KiB**. A stored LSTM(128)
-//! state adds 1 KiB. The default capacity of 12,500 sequences therefore needs about
-//! **3.18 GB (2.96 GiB)**; [`sequence_memory_bytes`] and [`replay_memory_bytes`] compute these
-//! numbers for other shapes.
+//! bookkeeping (256 bytes on 64-bit targets): **254,356 bytes, about 248 KiB**. A stored LSTM(128)
+//! state adds 1 KiB; stored keypoints add `12 x keypoint_dims x 4` bytes (672 for 7 keypoints).
+//! The default capacity of 12,500 sequences therefore needs about **3.18 GB (2.96 GiB)**
+//! (3.19 GB with 7 keypoints); [`sequence_memory_bytes`] and [`replay_memory_bytes`] compute
+//! these numbers for other shapes.
 
 mod error;
 mod priority;
@@ -92,7 +98,7 @@ pub use sequence::{
     DEFAULT_OBS_SHAPE, DEFAULT_SEQUENCE_LENGTH, PER_SEQUENCE_OVERHEAD_BYTES, Sequence,
     sequence_memory_bytes,
 };
-pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_OLDEST_READABLE_VERSION, SNAPSHOT_VERSION};
 pub use sum_tree::SumTree;
 pub use table::{
     PriorityUpdateOutcome, ReplayConfig, ReplayStats, SampleKey, SampledBatch, SamplingMode,
@@ -101,14 +107,16 @@ pub use table::{
 
 /// Returns the bytes a full replay of `capacity_sequences` sequences of `steps` steps occupies,
 /// `capacity_sequences * sequence_memory_bytes(..)` (the sum tree's spare power-of-two leaves
-/// and allocator slack are not counted).
+/// and allocator slack are not counted). `keypoint_dims` is the keypoint floats stored per step
+/// (`2K` for K keypoints, 0 when none are stored).
 pub fn replay_memory_bytes(
     capacity_sequences: usize,
     steps: usize,
     obs_shape: [usize; 3],
     recurrent_state_len: usize,
+    keypoint_dims: usize,
 ) -> usize {
-    capacity_sequences * sequence_memory_bytes(steps, obs_shape, recurrent_state_len)
+    capacity_sequences * sequence_memory_bytes(steps, obs_shape, recurrent_state_len, keypoint_dims)
 }
 
 #[cfg(test)]
@@ -119,15 +127,23 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn documented_memory_numbers() {
-        assert_eq!(PER_SEQUENCE_OVERHEAD_BYTES, 232);
+        assert_eq!(PER_SEQUENCE_OVERHEAD_BYTES, 256);
         assert_eq!(
-            sequence_memory_bytes(DEFAULT_SEQUENCE_LENGTH, DEFAULT_OBS_SHAPE, 0),
-            254_332
+            sequence_memory_bytes(DEFAULT_SEQUENCE_LENGTH, DEFAULT_OBS_SHAPE, 0, 0),
+            254_356
         );
         let capacity = ReplayConfig::default().capacity_sequences;
-        let total = replay_memory_bytes(capacity, DEFAULT_SEQUENCE_LENGTH, DEFAULT_OBS_SHAPE, 0);
-        assert_eq!(total, 3_179_150_000);
+        let total = replay_memory_bytes(capacity, DEFAULT_SEQUENCE_LENGTH, DEFAULT_OBS_SHAPE, 0, 0);
+        assert_eq!(total, 3_179_450_000);
         let gib = total as f64 / f64::from(1u32 << 30);
         assert!((gib - 2.96).abs() < 0.005, "{gib}");
+        // 7 keypoints, (y, x) each: 12 x 14 floats per sequence.
+        assert_eq!(
+            sequence_memory_bytes(DEFAULT_SEQUENCE_LENGTH, DEFAULT_OBS_SHAPE, 0, 14),
+            255_028
+        );
+        let with_keypoints =
+            replay_memory_bytes(capacity, DEFAULT_SEQUENCE_LENGTH, DEFAULT_OBS_SHAPE, 0, 14);
+        assert_eq!(with_keypoints, 3_187_850_000);
     }
 }

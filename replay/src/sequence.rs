@@ -15,11 +15,17 @@ pub const DEFAULT_SEQUENCE_LENGTH: usize = 12;
 /// *terminated* right after `a_t` (no `o_{t+1}` exists in the episode). This is the spec's stored
 /// item `(obs_t, a_t, clipped r_t, done_t)` (section 7.4).
 ///
+/// Step `t` may also carry the keypoint centres the actor's frozen keypoint model computed for
+/// `o_t` (`keypoint_dims` floats, `(y, x)` pairs for K keypoints, so `2K`): with the model
+/// frozen, the Gaussian heatmaps are a pure function of the centres, so a learner rebuilds them
+/// from these instead of re-running the keypoint model on every sampled frame. `keypoint_dims`
+/// 0 (the default of every producer that does not set it) stores none.
+///
 /// Layout: `burn_in` leading steps only warm the recurrent state (0 in the reference agent),
 /// then the learning steps, then `padded_steps` trailing padding steps when the episode ended
-/// before the sequence was full. Padding steps have all-zero observation bytes, action 0,
-/// reward 0 and `done = true`; they are never valid data and a learner masks them out
-/// ([`Sequence::mask`]). The *valid* steps are `0..valid_len()`.
+/// before the sequence was full. Padding steps have all-zero observation bytes, all-zero
+/// keypoints, action 0, reward 0 and `done = true`; they are never valid data and a learner
+/// masks them out ([`Sequence::mask`]). The *valid* steps are `0..valid_len()`.
 ///
 /// `truncated` says the episode stopped without terminating (time limit, actor shutdown) right
 /// after the last valid step: a learner must not treat that step as terminal, and cannot
@@ -34,6 +40,13 @@ pub struct Sequence {
     pub observations: Vec<u8>,
     /// Shape of one observation, `[h, w, c]`.
     pub obs_shape: [usize; 3],
+    /// `T x keypoint_dims` keypoint centre floats, step-major: step `t`'s are
+    /// `keypoints[t * keypoint_dims..(t + 1) * keypoint_dims]`, computed by the actor's frozen
+    /// keypoint model on `o_t` (K `(y, x)` pairs in `[-1, 1]` for the PermaKey front end).
+    /// Empty when `keypoint_dims` is 0; zeros on padding steps.
+    pub keypoints: Vec<f32>,
+    /// Keypoint floats stored per step: `2K` for K `(y, x)` centres, 0 when none are stored.
+    pub keypoint_dims: u16,
     /// Action taken at each step (index into the minimal action set).
     pub actions: Vec<u16>,
     /// Reward of each step's action, already clipped by the actor.
@@ -78,6 +91,16 @@ impl Sequence {
         &self.observations[step * frame..(step + 1) * frame]
     }
 
+    /// Returns the keypoint floats of step `step` (`keypoint_dims` of them; empty when the
+    /// sequence stores no keypoints).
+    ///
+    /// # Panics
+    /// If `step >= len()` or the keypoint buffer is shorter than `len() * keypoint_dims`.
+    pub fn step_keypoints(&self, step: usize) -> &[f32] {
+        let dims = usize::from(self.keypoint_dims);
+        &self.keypoints[step * dims..(step + 1) * dims]
+    }
+
     /// Returns the number of valid (non-padding) steps.
     pub fn valid_len(&self) -> usize {
         self.len().saturating_sub(usize::from(self.padded_steps))
@@ -95,15 +118,17 @@ impl Sequence {
             self.len(),
             self.obs_shape,
             self.initial_recurrent_state.len(),
+            usize::from(self.keypoint_dims),
         )
     }
 
     /// Checks the invariants a learner relies on; the first violation is returned.
     ///
     /// Checked: at least one step; `rewards` and `dones` have one entry per action;
-    /// `observations.len() == T * h * w * c` with no zero dimension; rewards and recurrent
-    /// state finite; padding leaves at least one valid step and is neutral (reward 0, done set);
-    /// burn-in leaves at least one valid step to learn from.
+    /// `observations.len() == T * h * w * c` with no zero dimension;
+    /// `keypoints.len() == T * keypoint_dims`; rewards, recurrent state and keypoints finite;
+    /// padding leaves at least one valid step and is neutral (reward 0, done set, keypoints
+    /// zero); burn-in leaves at least one valid step to learn from.
     pub fn validate(&self) -> Result<(), ReplayError> {
         let steps = self.len();
         if steps == 0 {
@@ -132,6 +157,16 @@ impl Sequence {
                 obs_shape: self.obs_shape,
             });
         }
+        let keypoint_dims = usize::from(self.keypoint_dims);
+        let expected = steps * keypoint_dims;
+        if self.keypoints.len() != expected {
+            return Err(ReplayError::KeypointSizeMismatch {
+                actual: self.keypoints.len(),
+                expected,
+                steps,
+                keypoint_dims,
+            });
+        }
         if let Some((step, &value)) = self
             .rewards
             .iter()
@@ -148,6 +183,18 @@ impl Sequence {
         {
             return Err(ReplayError::NonFiniteRecurrentState { index, value });
         }
+        if let Some((index, &value)) = self
+            .keypoints
+            .iter()
+            .enumerate()
+            .find(|(_, entry)| !entry.is_finite())
+        {
+            return Err(ReplayError::NonFiniteKeypoint {
+                step: index / keypoint_dims,
+                index: index % keypoint_dims,
+                value,
+            });
+        }
         let padded_steps = usize::from(self.padded_steps);
         if padded_steps >= steps {
             return Err(ReplayError::InvalidPadding {
@@ -160,6 +207,11 @@ impl Sequence {
             (valid_steps..steps).find(|&step| self.rewards[step] != 0.0 || !self.dones[step])
         {
             return Err(ReplayError::PaddingNotNeutral { step });
+        }
+        if let Some(step) = (valid_steps..steps)
+            .find(|&step| self.step_keypoints(step).iter().any(|&value| value != 0.0))
+        {
+            return Err(ReplayError::PaddingKeypointsNotZero { step });
         }
         let burn_in = usize::from(self.burn_in);
         if burn_in >= valid_steps {
@@ -184,20 +236,25 @@ pub const PER_SEQUENCE_OVERHEAD_BYTES: usize = std::mem::size_of::<Sequence>()
 
 /// Returns the bytes one stored sequence of `steps` steps occupies: observation bytes
 /// (`steps * h * w * c`), 2 + 4 + 1 bytes per step for action, reward and done, 4 bytes per
-/// recurrent-state entry, plus [`PER_SEQUENCE_OVERHEAD_BYTES`]. Allocator slack is not counted.
+/// keypoint float (`steps * keypoint_dims` of them; pass 0 when no keypoints are stored), 4 bytes
+/// per recurrent-state entry, plus [`PER_SEQUENCE_OVERHEAD_BYTES`]. Allocator slack is not
+/// counted.
 ///
-/// For the reference default (12 steps of 84x84x3, no stored state) that is
-/// `254_016 + 84 + overhead`, about 248 KiB; see the crate docs.
+/// For the reference default (12 steps of 84x84x3, no stored state, no keypoints) that is
+/// `254_016 + 84 + overhead`, about 248 KiB; 7 keypoints (`keypoint_dims` 14) add
+/// `12 x 14 x 4 = 672` bytes. See the crate docs.
 pub fn sequence_memory_bytes(
     steps: usize,
     obs_shape: [usize; 3],
     recurrent_state_len: usize,
+    keypoint_dims: usize,
 ) -> usize {
     let observation_bytes = steps * obs_shape.iter().product::<usize>();
     let per_step_bytes = steps
         * (std::mem::size_of::<u16>() + std::mem::size_of::<f32>() + std::mem::size_of::<bool>());
+    let keypoint_bytes = steps * keypoint_dims * std::mem::size_of::<f32>();
     let state_bytes = recurrent_state_len * std::mem::size_of::<f32>();
-    observation_bytes + per_step_bytes + state_bytes + PER_SEQUENCE_OVERHEAD_BYTES
+    observation_bytes + per_step_bytes + keypoint_bytes + state_bytes + PER_SEQUENCE_OVERHEAD_BYTES
 }
 
 #[cfg(test)]
@@ -317,14 +374,20 @@ mod tests {
         let buffers = 12 * 84 * 84 * 3 + 12 * 7;
         assert_eq!(buffers, 254_100);
         assert_eq!(
-            sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 0),
+            sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 0, 0),
             buffers + PER_SEQUENCE_OVERHEAD_BYTES
         );
         // An LSTM(128) state (h and c) adds 256 floats.
         assert_eq!(
-            sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 256)
-                - sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 0),
+            sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 256, 0)
+                - sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 0, 0),
             1024
+        );
+        // 7 keypoints, (y, x) each, add 12 x 14 floats.
+        assert_eq!(
+            sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 0, 14)
+                - sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 0, 0),
+            672
         );
         // The overhead is small next to the frames: under 0.2 %.
         const { assert!(PER_SEQUENCE_OVERHEAD_BYTES < 500) };
@@ -333,7 +396,101 @@ mod tests {
             .build();
         assert_eq!(
             sequence.memory_bytes(),
-            sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 0)
+            sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 0, 0)
+        );
+        let with_keypoints = SequenceBuilder::new(12)
+            .obs_shape(DEFAULT_OBS_SHAPE)
+            .keypoints(14)
+            .build();
+        assert_eq!(
+            with_keypoints.memory_bytes(),
+            sequence_memory_bytes(12, DEFAULT_OBS_SHAPE, 0, 14)
+        );
+    }
+
+    #[test]
+    fn keypoints_are_optional_and_step_major() {
+        let none = SequenceBuilder::new(3).build();
+        assert_eq!(none.keypoint_dims, 0);
+        assert!(none.keypoints.is_empty());
+        assert!(none.step_keypoints(2).is_empty());
+        none.validate().unwrap();
+        let sequence = SequenceBuilder::new(4).keypoints(4).padded_steps(1).build();
+        sequence.validate().unwrap();
+        assert_eq!(sequence.keypoints.len(), 16);
+        assert_eq!(sequence.step_keypoints(1), &[1.0; 4]);
+        assert_eq!(
+            sequence.step_keypoints(3),
+            &[0.0; 4],
+            "padding stores zeros"
+        );
+        let explicit = SequenceBuilder::new(2)
+            .keypoint_values(2, vec![-0.5, 0.5, 0.25, -0.25])
+            .build();
+        explicit.validate().unwrap();
+        assert_eq!(explicit.step_keypoints(1), &[0.25, -0.25]);
+    }
+
+    #[test]
+    fn keypoint_length_must_match_steps_times_dims() {
+        let mut sequence = SequenceBuilder::new(3).keypoints(4).build();
+        sequence.keypoints.pop();
+        assert_eq!(
+            sequence.validate().unwrap_err().to_string(),
+            "invalid sequence: keypoints hold 11 floats, expected 12 (3 steps x keypoint_dims 4)"
+        );
+        // Keypoints without dims, and dims without keypoints.
+        let mut sequence = SequenceBuilder::new(3).build();
+        sequence.keypoints = vec![0.0; 6];
+        assert!(matches!(
+            sequence.validate(),
+            Err(ReplayError::KeypointSizeMismatch {
+                actual: 6,
+                expected: 0,
+                steps: 3,
+                keypoint_dims: 0
+            })
+        ));
+        let mut sequence = SequenceBuilder::new(3).build();
+        sequence.keypoint_dims = 2;
+        assert_eq!(
+            sequence.validate().unwrap_err().to_string(),
+            "invalid sequence: keypoints hold 0 floats, expected 6 (3 steps x keypoint_dims 2)"
+        );
+    }
+
+    #[test]
+    fn non_finite_keypoints_are_rejected() {
+        let mut sequence = SequenceBuilder::new(3).keypoints(4).build();
+        sequence.keypoints[2 * 4 + 1] = f32::NAN;
+        assert!(matches!(
+            sequence.validate(),
+            Err(ReplayError::NonFiniteKeypoint {
+                step: 2,
+                index: 1,
+                ..
+            })
+        ));
+        assert_eq!(
+            sequence.validate().unwrap_err().to_string(),
+            "invalid sequence: keypoints entry 1 of step 2 is NaN, keypoints must be finite"
+        );
+        let mut sequence = SequenceBuilder::new(3).keypoints(2).build();
+        sequence.keypoints[0] = f32::NEG_INFINITY;
+        assert_eq!(
+            sequence.validate().unwrap_err().to_string(),
+            "invalid sequence: keypoints entry 0 of step 0 is -inf, keypoints must be finite"
+        );
+    }
+
+    #[test]
+    fn padding_keypoints_must_be_zero() {
+        let mut sequence = SequenceBuilder::new(4).keypoints(2).padded_steps(2).build();
+        sequence.validate().unwrap();
+        sequence.keypoints[3 * 2] = 0.5;
+        assert_eq!(
+            sequence.validate().unwrap_err().to_string(),
+            "invalid sequence: padding step 3 must have all-zero keypoints"
         );
     }
 }

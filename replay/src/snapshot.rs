@@ -1,13 +1,13 @@
 //! Binary snapshots of a [`SequenceReplay`], written atomically.
 //!
-//! # Format (version 1, all integers little-endian)
+//! # Format (version 2, all integers and floats little-endian)
 //!
 //! A 32-byte header:
 //!
 //! | bytes  | field                                               |
 //! |--------|-----------------------------------------------------|
 //! | 0..8   | magic `PKRLRPLY`                                    |
-//! | 8..12  | format version, `u32` = 1                           |
+//! | 8..12  | format version, `u32` = 2                           |
 //! | 12..16 | reserved, zero                                      |
 //! | 16..24 | payload length in bytes, `u64`                      |
 //! | 24..28 | CRC-32 (IEEE) of the payload, `u32`                 |
@@ -20,9 +20,23 @@
 //!   each), max priority `f64`;
 //! - item count `u64`, then per stored item in slot order: generation `u64`, priority `f64`,
 //!   env id `u32`, run id `u64`, parameter version `u64`, observation shape `3 x u32`, steps
-//!   `u32`, burn-in `u16`, padded steps `u16`, truncated `u8`, state length `u32`, actions
-//!   (`steps x u16`), rewards (`steps x f32`), dones (`steps x u8`), initial recurrent state
-//!   (`len x f32`), observation bytes (`steps x h x w x c`).
+//!   `u32`, burn-in `u16`, padded steps `u16`, truncated `u8`, state length `u32`, keypoint dims
+//!   `u16`, actions (`steps x u16`), rewards (`steps x f32`), dones (`steps x u8`), initial
+//!   recurrent state (`len x f32`), keypoints (`steps x keypoint dims x f32`), observation bytes
+//!   (`steps x h x w x c`).
+//!
+//! # Versions
+//!
+//! - **2** (written by this build): adds the per-step keypoints of [`Sequence::keypoints`]
+//!   (the keypoint dims `u16` after the state length, the keypoint floats after the recurrent
+//!   state).
+//! - **1**: the same layout without the keypoint dims and keypoint floats. Still read, since
+//!   that costs one branch per item: its sequences load with no keypoints (`keypoints` empty,
+//!   `keypoint_dims` 0). Saving always writes version 2.
+//!
+//! Any other version fails with [`ReplayError::SnapshotVersion`], which names the version found
+//! and the range this build reads ([`SNAPSHOT_OLDEST_READABLE_VERSION`] to
+//! [`SNAPSHOT_VERSION`]).
 //!
 //! # Atomicity
 //!
@@ -48,8 +62,12 @@ use crate::{
 
 /// First eight bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"PKRLRPLY";
-/// Format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Format version this build writes, and the newest it reads.
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// Oldest format version this build still reads (version 1 snapshots load without keypoints).
+pub const SNAPSHOT_OLDEST_READABLE_VERSION: u32 = 1;
+/// First version whose items store keypoints.
+const KEYPOINTS_SINCE_VERSION: u32 = 2;
 const HEADER_LEN: u64 = 32;
 
 impl SequenceReplay {
@@ -67,6 +85,9 @@ impl SequenceReplay {
     }
 
     /// Reads a table written by [`SequenceReplay::save_snapshot`], with its config and counters.
+    ///
+    /// Reads format versions [`SNAPSHOT_OLDEST_READABLE_VERSION`] to [`SNAPSHOT_VERSION`]; the
+    /// sequences of a version 1 snapshot come back without keypoints.
     ///
     /// Fails with [`ReplayError::SnapshotCorrupt`] on a bad magic, checksum or length, or any
     /// invalid value, and with [`ReplayError::SnapshotVersion`] on an unknown format version.
@@ -232,6 +253,7 @@ fn encode_sequence<W: Write>(sequence: &Sequence, out: &mut PayloadWriter<W>) ->
     out.u16(sequence.padded_steps)?;
     out.u8(u8::from(sequence.truncated))?;
     out.len_u32(sequence.initial_recurrent_state.len())?;
+    out.u16(sequence.keypoint_dims)?;
     let mut scratch = Vec::with_capacity(sequence.len() * 4);
     scratch.extend(sequence.actions.iter().flat_map(|a| a.to_le_bytes()));
     out.bytes(&scratch)?;
@@ -248,6 +270,9 @@ fn encode_sequence<W: Write>(sequence: &Sequence, out: &mut PayloadWriter<W>) ->
             .iter()
             .flat_map(|x| x.to_le_bytes()),
     );
+    out.bytes(&scratch)?;
+    scratch.clear();
+    scratch.extend(sequence.keypoints.iter().flat_map(|x| x.to_le_bytes()));
     out.bytes(&scratch)?;
     out.bytes(&sequence.observations)
 }
@@ -268,6 +293,7 @@ impl LoadError {
             Self::Version(found) => ReplayError::SnapshotVersion {
                 path,
                 found,
+                oldest_supported: SNAPSHOT_OLDEST_READABLE_VERSION,
                 supported: SNAPSHOT_VERSION,
             },
         }
@@ -303,7 +329,7 @@ fn read_snapshot(path: &Path) -> Result<SequenceReplay, LoadError> {
         return Err(corrupt("header checksum mismatch"));
     }
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-    if version != SNAPSHOT_VERSION {
+    if !(SNAPSHOT_OLDEST_READABLE_VERSION..=SNAPSHOT_VERSION).contains(&version) {
         return Err(LoadError::Version(version));
     }
     let payload_len = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
@@ -325,7 +351,7 @@ fn read_snapshot(path: &Path) -> Result<SequenceReplay, LoadError> {
         hasher: crc32fast::Hasher::new(),
         remaining: payload_len,
     };
-    let decoded = decode_payload(&mut payload);
+    let decoded = decode_payload(&mut payload, version);
     let unread = payload.remaining;
     // Hash whatever decoding left unread so a checksum mismatch can be told apart from a
     // well-formed but invalid payload.
@@ -412,7 +438,10 @@ impl<R: Read> PayloadReader<R> {
     }
 }
 
-fn decode_payload<R: Read>(input: &mut PayloadReader<R>) -> Result<SequenceReplay, LoadError> {
+fn decode_payload<R: Read>(
+    input: &mut PayloadReader<R>,
+    version: u32,
+) -> Result<SequenceReplay, LoadError> {
     let capacity = input.u64("capacity")?;
     let sampling = match input.u8("sampling mode")? {
         0 => SamplingMode::Uniform,
@@ -471,7 +500,7 @@ fn decode_payload<R: Read>(input: &mut PayloadReader<R>) -> Result<SequenceRepla
             priority_mass(priority, config.priority_exponent),
         )
         .map_err(|error| corrupt(format!("item {slot_index}: {error}")))?;
-        let sequence = decode_sequence(input)?;
+        let sequence = decode_sequence(input, version)?;
         sequence
             .validate()
             .map_err(|error| corrupt(format!("item {slot_index}: {error}")))?;
@@ -490,7 +519,11 @@ fn decode_payload<R: Read>(input: &mut PayloadReader<R>) -> Result<SequenceRepla
     })
 }
 
-fn decode_sequence<R: Read>(input: &mut PayloadReader<R>) -> Result<Sequence, LoadError> {
+/// Decodes one item of a snapshot of format `version` (version 1 items have no keypoints).
+fn decode_sequence<R: Read>(
+    input: &mut PayloadReader<R>,
+    version: u32,
+) -> Result<Sequence, LoadError> {
     let env_id = input.u32("env id")?;
     let run_id = input.u64("run id")?;
     let parameter_version = input.u64("parameter version")?;
@@ -507,6 +540,11 @@ fn decode_sequence<R: Read>(input: &mut PayloadReader<R>) -> Result<Sequence, Lo
         other => return Err(corrupt(format!("truncated flag {other} is not 0 or 1"))),
     };
     let state_len = input.u32("recurrent state length")? as usize;
+    let keypoint_dims = if version >= KEYPOINTS_SINCE_VERSION {
+        input.u16("keypoint dims")?
+    } else {
+        0
+    };
     let actions = input
         .vec(steps, 2, "actions")?
         .chunks_exact(2)
@@ -531,6 +569,14 @@ fn decode_sequence<R: Read>(input: &mut PayloadReader<R>) -> Result<Sequence, Lo
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
+    let keypoint_floats = steps
+        .checked_mul(usize::from(keypoint_dims))
+        .ok_or_else(|| corrupt("keypoints length overflows"))?;
+    let keypoints = input
+        .vec(keypoint_floats, 4, "keypoints")?
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     let frame = obs_shape
         .iter()
         .try_fold(1usize, |product, &dimension| product.checked_mul(dimension))
@@ -541,6 +587,8 @@ fn decode_sequence<R: Read>(input: &mut PayloadReader<R>) -> Result<Sequence, Lo
         run_id,
         observations,
         obs_shape,
+        keypoints,
+        keypoint_dims,
         actions,
         rewards,
         dones,
@@ -561,6 +609,12 @@ mod tests {
     use crate::testing::SequenceBuilder;
 
     fn filled_replay() -> SequenceReplay {
+        filled_replay_with_keypoints(0)
+    }
+
+    /// Six inserts of five-step sequences into capacity 4 (two evicted), with varied fields and
+    /// `keypoint_dims` keypoint floats per step; three priorities updated.
+    fn filled_replay_with_keypoints(keypoint_dims: u16) -> SequenceReplay {
         let mut replay = SequenceReplay::new(ReplayConfig {
             capacity_sequences: 4,
             sampling: SamplingMode::Prioritized,
@@ -580,6 +634,7 @@ mod tests {
                 .recurrent_state(vec![f32::from(tag) * 0.5, -1.25, 3.0])
                 .parameter_version(7 * u64::from(tag))
                 .tag(tag * 10)
+                .keypoints(keypoint_dims)
                 .build();
             replay.insert(sequence).unwrap();
         }
@@ -631,6 +686,106 @@ mod tests {
     }
 
     use crate::SampleKey;
+
+    #[test]
+    fn keypoints_round_trip() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("keypoints.snapshot");
+        let mut replay = filled_replay_with_keypoints(6);
+        // One item with distinct, non-integer values, including negative zero and extremes.
+        let mut item = (*replay.slots[1].item).clone();
+        for (index, value) in item.keypoints.iter_mut().enumerate() {
+            if *value != 0.0 {
+                *value = -1.0 + index as f32 * 0.0625;
+            }
+        }
+        item.keypoints[0] = -0.0;
+        item.keypoints[1] = f32::MAX;
+        item.keypoints[2] = f32::MIN_POSITIVE;
+        item.validate().unwrap();
+        replay.slots[1].item = Arc::new(item);
+        replay.save_snapshot(&path).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+        let loaded = SequenceReplay::load_snapshot(&path).unwrap();
+        assert_eq!(loaded.slots.len(), 4);
+        for (a, b) in loaded.slots.iter().zip(&replay.slots) {
+            assert_eq!(a.item.keypoint_dims, 6);
+            assert_eq!(a.item.keypoints.len(), 5 * 6);
+            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&a.item.keypoints),
+                bits(&b.item.keypoints),
+                "bit-exact"
+            );
+            assert_eq!(*a.item, *b.item);
+            assert_eq!((a.generation, a.priority), (b.generation, b.priority));
+        }
+        assert_eq!(loaded.counters, replay.counters);
+        assert_eq!(loaded.tree, replay.tree);
+        // Keypoints cost exactly 4 bytes per float and 2 bytes of dims per item on disk.
+        let without = tempfile::tempdir().unwrap();
+        let without_path = without.path().join("plain.snapshot");
+        filled_replay().save_snapshot(&without_path).unwrap();
+        let plain_len = fs::metadata(&without_path).unwrap().len();
+        assert_eq!(bytes.len() as u64, plain_len + 4 * (5 * 6 * 4));
+    }
+
+    /// `testdata/snapshot_v1.bin` was written by the version 1 code (before keypoints) from
+    /// the table `filled_replay()` builds.
+    const SNAPSHOT_V1: &[u8] = include_bytes!("../testdata/snapshot_v1.bin");
+
+    #[test]
+    fn a_version_1_snapshot_loads_without_keypoints() {
+        assert_eq!(
+            u32::from_le_bytes(SNAPSHOT_V1[8..12].try_into().unwrap()),
+            1
+        );
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("v1.snapshot");
+        fs::write(&path, SNAPSHOT_V1).unwrap();
+        let loaded = SequenceReplay::load_snapshot(&path).unwrap();
+        let expected = filled_replay();
+        assert_eq!(loaded.config, expected.config);
+        assert_eq!(loaded.counters, expected.counters);
+        assert_eq!(loaded.max_priority, expected.max_priority);
+        assert_eq!(loaded.tree, expected.tree);
+        assert_eq!(loaded.slots.len(), 4);
+        for (a, b) in loaded.slots.iter().zip(&expected.slots) {
+            assert_eq!((a.generation, a.priority), (b.generation, b.priority));
+            assert_eq!(a.item.keypoint_dims, 0);
+            assert!(a.item.keypoints.is_empty());
+            assert_eq!(*a.item, *b.item);
+        }
+        // Saving again writes the current version, and that loads to the same table.
+        loaded.save_snapshot(&path).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+            SNAPSHOT_VERSION
+        );
+        assert_eq!(
+            bytes.len(),
+            SNAPSHOT_V1.len() + 4 * 2,
+            "2 dims bytes per item"
+        );
+        let reloaded = SequenceReplay::load_snapshot(&path).unwrap();
+        assert_eq!(reloaded.slots.len(), 4);
+        for (a, b) in reloaded.slots.iter().zip(&expected.slots) {
+            assert_eq!(*a.item, *b.item);
+        }
+    }
+
+    #[test]
+    fn a_version_1_snapshot_is_still_checksummed() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("v1.snapshot");
+        let mut bytes = SNAPSHOT_V1.to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x10;
+        fs::write(&path, &bytes).unwrap();
+        assert!(corrupt_reason(&path).starts_with("payload checksum mismatch"));
+    }
 
     #[test]
     fn an_empty_replay_round_trips() {
@@ -725,18 +880,31 @@ mod tests {
     #[test]
     fn an_unknown_version_is_reported() {
         let (_directory, path, mut bytes) = saved_bytes();
-        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let header_crc = crc32fast::hash(&bytes[0..28]);
-        bytes[28..32].copy_from_slice(&header_crc.to_le_bytes());
-        fs::write(&path, &bytes).unwrap();
-        assert!(matches!(
-            SequenceReplay::load_snapshot(&path),
-            Err(ReplayError::SnapshotVersion {
-                found: 2,
-                supported: 1,
-                ..
-            })
-        ));
+        for version in [0u32, 3] {
+            bytes[8..12].copy_from_slice(&version.to_le_bytes());
+            let header_crc = crc32fast::hash(&bytes[0..28]);
+            bytes[28..32].copy_from_slice(&header_crc.to_le_bytes());
+            fs::write(&path, &bytes).unwrap();
+            let error = SequenceReplay::load_snapshot(&path).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    ReplayError::SnapshotVersion {
+                        found,
+                        oldest_supported: 1,
+                        supported: 2,
+                        ..
+                    } if found == version
+                ),
+                "{error:?}"
+            );
+            assert!(
+                error.to_string().ends_with(&format!(
+                    "has format version {version}, this build reads versions 1 to 2"
+                )),
+                "{error}"
+            );
+        }
     }
 
     #[test]
@@ -752,6 +920,18 @@ mod tests {
         assert_eq!(
             reason,
             "item 0: invalid sequence: reward at step 0 is NaN, rewards must be finite"
+        );
+        // The same for a keypoint.
+        let mut replay = filled_replay();
+        let mut item = (*replay.slots[2].item).clone();
+        item.keypoint_dims = 2;
+        item.keypoints = vec![0.0; item.len() * 2];
+        item.keypoints[3] = f32::INFINITY;
+        replay.slots[2].item = Arc::new(item);
+        replay.save_snapshot(&path).unwrap();
+        assert_eq!(
+            corrupt_reason(&path),
+            "item 2: invalid sequence: keypoints entry 1 of step 1 is inf, keypoints must be finite"
         );
     }
 

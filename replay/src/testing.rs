@@ -4,7 +4,9 @@ use crate::Sequence;
 
 /// Builds small, valid [`Sequence`]s with recognisable contents: step `t` has every observation
 /// byte equal to `t` (wrapping), action `t`, reward `t / 10`, and done unset; padding steps are
-/// neutral (zero frame, action 0, reward 0, done set).
+/// neutral (zero frame, action 0, reward 0, done set). No keypoints are stored unless
+/// [`keypoints`](Self::keypoints) (step `t`'s floats all equal `t`, padding zeros) or
+/// [`keypoint_values`](Self::keypoint_values) (given floats, used as they are) asks for them.
 #[derive(Debug, Clone)]
 pub struct SequenceBuilder {
     steps: usize,
@@ -17,6 +19,8 @@ pub struct SequenceBuilder {
     recurrent_state: Vec<f32>,
     parameter_version: u64,
     tag: u8,
+    keypoint_dims: u16,
+    keypoint_values: Option<Vec<f32>>,
 }
 
 impl SequenceBuilder {
@@ -33,6 +37,8 @@ impl SequenceBuilder {
             recurrent_state: Vec::new(),
             parameter_version: 0,
             tag: 0,
+            keypoint_dims: 0,
+            keypoint_values: None,
         }
     }
 
@@ -84,6 +90,23 @@ impl SequenceBuilder {
         self
     }
 
+    /// Stores `dims` keypoint floats per step: every float of valid step `t` is `t as f32`,
+    /// padding steps store zeros. `dims` 0 (the default) stores none.
+    pub fn keypoints(mut self, dims: u16) -> Self {
+        self.keypoint_dims = dims;
+        self.keypoint_values = None;
+        self
+    }
+
+    /// Stores exactly `values` as the keypoints, `dims` floats per step, step-major. The values
+    /// are used as they are (padding included), so a length that is not `steps * dims` builds an
+    /// invalid sequence on purpose.
+    pub fn keypoint_values(mut self, dims: u16, values: Vec<f32>) -> Self {
+        self.keypoint_dims = dims;
+        self.keypoint_values = Some(values);
+        self
+    }
+
     /// Adds `tag` to every valid observation byte, so sequences can be told apart.
     pub fn tag(mut self, tag: u8) -> Self {
         self.tag = tag;
@@ -98,7 +121,16 @@ impl SequenceBuilder {
         let mut actions = Vec::with_capacity(self.steps);
         let mut rewards = Vec::with_capacity(self.steps);
         let mut dones = Vec::with_capacity(self.steps);
+        let dims = usize::from(self.keypoint_dims);
+        let generate_keypoints = self.keypoint_values.is_none();
+        let mut keypoints = self
+            .keypoint_values
+            .unwrap_or_else(|| Vec::with_capacity(self.steps * dims));
         for step in 0..self.steps {
+            if generate_keypoints {
+                let value = if step < valid { step as f32 } else { 0.0 };
+                keypoints.extend(std::iter::repeat_n(value, dims));
+            }
             if step < valid {
                 let byte = (step as u8).wrapping_add(self.tag);
                 observations.extend(std::iter::repeat_n(byte, frame));
@@ -117,6 +149,8 @@ impl SequenceBuilder {
             run_id: self.run_id,
             observations,
             obs_shape: self.obs_shape,
+            keypoints,
+            keypoint_dims: self.keypoint_dims,
             actions,
             rewards,
             dones,
