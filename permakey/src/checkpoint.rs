@@ -69,18 +69,36 @@ pub fn save<C: Serialize>(
     epoch: u64,
     extra: serde_json::Value,
 ) -> Result<PathBuf, CheckpointError> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.extend(optimiser.iter().map(|(k, t)| (k.clone(), t.shallow_clone())));
+    save_named(dir, name, kind, config, named, step, epoch, extra, |_| Ok(()))
+}
+
+/// [`save`] for any named tensors; `extra_files` writes further files into the (temporary)
+/// checkpoint folder before it is renamed into place, so they are as atomic as the tensors.
+#[allow(clippy::too_many_arguments)]
+pub fn save_named<C: Serialize>(
+    dir: &Path,
+    name: &str,
+    kind: &str,
+    config: &C,
+    mut named: Vec<(String, Tensor)>,
+    step: u64,
+    epoch: u64,
+    extra: serde_json::Value,
+    extra_files: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
     let final_dir = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| write_err(&tmp, e))?;
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.extend(optimiser.iter().map(|(k, t)| (k.clone(), t.shallow_clone())));
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let cpu: Vec<(String, Tensor)> = named.into_iter().map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
     let tensors = tmp.join(TENSORS);
     Tensor::write_safetensors(&cpu, &tensors).map_err(|e| write_err(&tensors, e))?;
     let crc32 = crc_of(&tensors).map_err(|e| write_err(&tensors, e))?;
+    extra_files(&tmp).map_err(|e| write_err(&tmp, e))?;
     let meta = CheckpointMeta { format_version: FORMAT_VERSION, kind: kind.to_owned(), config, step, epoch, crc32, extra };
     let text = serde_json::to_string_pretty(&meta).map_err(|e| write_err(&tmp, e))?;
     write_synced(&tmp.join(META), text.as_bytes())?;

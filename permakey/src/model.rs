@@ -47,6 +47,15 @@ pub trait KeypointModel: Send {
     /// Keypoints for frames `B x 3 x 84 x 84` (float in `[0, 1]`, on the model's device),
     /// in inference mode (batch norm with moving averages, no gradients).
     fn keypoints(&self, frames: &Tensor) -> KeypointOutput;
+    /// Only the `features` of [`KeypointModel::keypoints`], by the cheapest path (PermaKey: the
+    /// VAE encoder alone, no LSP or PointNet). The learner recomputes features from stored frames
+    /// with it while the centres come from replay: with the model frozen this is exact.
+    fn features(&self, frames: &Tensor) -> Tensor {
+        self.keypoints(frames).features
+    }
+    /// Standard deviation (in `[-1, 1]` grid units) of the Gaussian heatmaps the agent's encoders
+    /// get; the agent renders them from the centres (spec 7.1: 0.15 in RL).
+    fn gauss_std(&self) -> f64;
     /// The device the model lives on.
     fn device(&self) -> tch::Device;
 }

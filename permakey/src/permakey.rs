@@ -116,6 +116,17 @@ impl KeypointModel for PermaKey {
         })
     }
 
+    fn features(&self, frames: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let layer = *self.config.lsp_layers.last().expect("validated non-empty");
+            self.vae.encoder.forward_t(frames, false).features[layer].shallow_clone()
+        })
+    }
+
+    fn gauss_std(&self) -> f64 {
+        self.config.agent_gauss_std
+    }
+
     fn device(&self) -> tch::Device {
         self.device
     }

@@ -351,6 +351,14 @@ impl KeypointModel for Transporter {
         self.keypoints_with_sigma(frames, self.config.agent_gauss_std)
     }
 
+    fn features(&self, frames: &Tensor) -> Tensor {
+        tch::no_grad(|| Transporter::features(self, frames, false))
+    }
+
+    fn gauss_std(&self) -> f64 {
+        self.config.agent_gauss_std
+    }
+
     fn device(&self) -> Device {
         self.device
     }
