@@ -17,3 +17,5 @@ pub mod qnet;
 
 pub use encoders::{EncoderKind, KeypointCnnEncoder, KeypointGnnEncoder};
 pub use qnet::{LstmState, RecurrentQNetwork};
+pub mod policy;
+pub use policy::{AgentConfig, FrontEndShape, KeypointAgent};

@@ -56,6 +56,12 @@ impl RecurrentQNetwork {
     /// Unrolls over `embeddings` (`B x T x 128`) from `state`; where `resets[b, t]` is true the
     /// state is zeroed before step `t` (an episode starts there). Returns Q-values `B x T x A`.
     pub fn unroll(&self, embeddings: &Tensor, state: LstmState, resets: Option<&Tensor>) -> (Tensor, LstmState) {
+        self.unroll_with_stops(embeddings, state, resets, None)
+    }
+
+    /// [`RecurrentQNetwork::unroll`] that also stops gradients through the state before step `t`
+    /// where `stops[b, t]` is set (R2D2's burn-in: nothing learnt flows back into the burn-in).
+    pub fn unroll_with_stops(&self, embeddings: &Tensor, state: LstmState, resets: Option<&Tensor>, stops: Option<&Tensor>) -> (Tensor, LstmState) {
         let steps = embeddings.size()[1];
         let mut state = state;
         let mut outputs = Vec::with_capacity(steps as usize);
@@ -63,6 +69,11 @@ impl RecurrentQNetwork {
             if let Some(resets) = resets {
                 let keep = resets.select(1, t).logical_not().to_kind(Kind::Float).unsqueeze(1);
                 state = LstmState { h: &state.h * &keep, c: &state.c * &keep };
+            }
+            if let Some(stops) = stops {
+                let stop = stops.select(1, t).to_kind(Kind::Float).unsqueeze(1);
+                let blend = |x: &Tensor| x.detach() * &stop + x * (1.0 - &stop);
+                state = LstmState { h: blend(&state.h), c: blend(&state.c) };
             }
             let (q, next) = self.step(&embeddings.select(1, t), &state);
             outputs.push(q);

@@ -61,6 +61,7 @@ pub mod loss;
 pub mod schedules;
 pub mod target_net;
 pub mod targets;
+pub mod update;
 
 pub use error::LearnerError;
 pub use gradients::{GRADIENT_CLIP_NORM, clip_gradients_by_global_norm, global_gradient_norm};
@@ -74,3 +75,4 @@ pub use targets::{
     DEFAULT_DISCOUNT, DEFAULT_N_STEP, NStepTargets, n_step_double_q_targets,
     n_step_double_q_targets_reference, select_action_values,
 };
+pub use update::{Learner, LearnerConfig, SequenceTensors, UpdateStats, load_named, named_cpu_copies, sequence_tensors};

@@ -1,0 +1,330 @@
+//! [`Learner`]: one recurrent double-Q update of a [`KeypointAgent`] on a batch of replay
+//! sequences, the target network, the optimiser and the published parameters.
+//!
+//! Inputs of the agent per stored step: the frozen front end's features, recomputed from the
+//! stored frame ([`KeypointModel::features`], the cheap part of the model), and the keypoint
+//! centres the actor stored with the frame (the expensive part, LSP + PointNet, is never re-run).
+//!
+//! Masks of the loss, per sequence and position `t` (all multiplied):
+//! - the n-step target exists ([`crate::n_step_double_q_targets`]'s `valid_mask`; padding steps
+//!   are stored with `done = 1`, so a terminated episode's return stops at its real end);
+//! - `t >= burn_in` (burn-in steps only warm the LSTM; the state is detached at `t = burn_in`);
+//! - `t < valid_len` (no padding position learns);
+//! - for a *truncated* sequence (cut without terminating), `t + n < valid_len`: the bootstrap
+//!   observation `o_{t+n}` must be stored, since the padding's `done` flags would otherwise end the
+//!   return as if the episode had terminated.
+//!
+//! The LSTM starts from the sequence's stored recurrent state when there is one (R2D2's stored
+//! state), else from zeros (the reference).
+//!
+//! Padding steps never reach a network: only the valid steps' frames are converted and encoded,
+//! and the LSTM sees a zero embedding at padding positions (whose outputs every mask drops).
+//! Decision: encoding the padding's blank frames in training mode lets them dominate the
+//! encoders' batch-norm statistics on short episodes (the toy corridor's episodes of 3-8 steps
+//! fill a 12-step sequence with 4-9 blank steps), so the running averages used while acting
+//! describe no real frame. The reference has no padding at all (it skips episodes shorter than
+//! a sequence). It also saves the padding's share of the encoder's compute.
+
+use std::sync::Arc;
+
+use agent::{AgentConfig, FrontEndShape, KeypointAgent, LstmState};
+use permakey::{
+    model::KeypointModel,
+    optim::{Adam, AdamConfig},
+};
+use replay::Sequence;
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::{
+    clip_gradients_by_global_norm, n_step_double_q_targets, select_action_values, sequence_priorities, td_loss,
+    LearnerError, TargetUpdateRule, DEFAULT_DISCOUNT, DEFAULT_N_STEP, R2D2_PRIORITY_ETA,
+};
+
+/// The learner's settings (spec 7.4 defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearnerConfig {
+    /// Sequences per update (16).
+    pub batch_size: usize,
+    /// n of the n-step return (3).
+    pub n_step: usize,
+    /// Discount gamma (0.99).
+    pub discount: f64,
+    /// Adam learning rate (1e-4), beta 0.9 / 0.999, epsilon 1e-8 (tf.compat.v1 Adam).
+    pub learning_rate: f64,
+    pub adam_eps: f64,
+    /// Global-norm gradient clip (10).
+    pub max_grad_norm: f64,
+    /// Polyak tau 0.005 after every update (default) or hard copies every N updates.
+    pub target_update: TargetUpdateRule,
+    /// R2D2's eta mixing max and mean |TD| into a sequence priority (0.9).
+    pub priority_eta: f64,
+}
+
+impl Default for LearnerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            n_step: DEFAULT_N_STEP,
+            discount: DEFAULT_DISCOUNT,
+            learning_rate: 1e-4,
+            adam_eps: 1e-8,
+            max_grad_norm: crate::GRADIENT_CLIP_NORM,
+            target_update: TargetUpdateRule::default(),
+            priority_eta: R2D2_PRIORITY_ETA,
+        }
+    }
+}
+
+impl LearnerConfig {
+    pub fn validate(&self) -> Result<(), LearnerError> {
+        let bad = |m: String| Err(LearnerError::InvalidArgument(m));
+        if self.batch_size == 0 {
+            return bad("learner.batch_size must be at least 1".into());
+        }
+        if self.n_step == 0 {
+            return bad("learner.n_step must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.discount) {
+            return bad(format!("learner.discount must lie in [0, 1], got {}", self.discount));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(format!("learner.learning_rate must be positive, got {}", self.learning_rate));
+        }
+        if !(self.max_grad_norm > 0.0 && self.max_grad_norm.is_finite()) {
+            return bad(format!("learner.max_grad_norm must be positive, got {}", self.max_grad_norm));
+        }
+        Ok(())
+    }
+}
+
+/// What one update did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateStats {
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Mean `Q(o_t, a_t)` over the trained positions.
+    pub mean_q: f64,
+    /// New priority of each sequence of the batch, in order.
+    pub priorities: Vec<f64>,
+    /// Positions that contributed to the loss.
+    pub trained_positions: usize,
+}
+
+/// A batch of sequences as tensors on the learner's device.
+#[derive(Debug)]
+pub struct SequenceTensors {
+    /// `N x 3 x 84 x 84` floats in `[0, 1]`: the frames of the valid (non-padding) steps only,
+    /// sequence-major, `N = sum of valid_len`.
+    pub frames: Tensor,
+    /// `N` int64: the position `b * T + t` of each row of `frames` in the flattened batch.
+    pub valid_index: Tensor,
+    /// `B x T x K x 2`.
+    pub centres: Tensor,
+    /// `B x T` int64, float, float.
+    pub actions: Tensor,
+    pub rewards: Tensor,
+    pub dones: Tensor,
+    /// `B x T` float: 1 where a position may learn (see the module docs), before the targets' mask.
+    pub position_mask: Tensor,
+    /// `B x T` bool: detach the state before this step (at `t = burn_in`, when `burn_in > 0`).
+    pub stops: Tensor,
+    /// Initial LSTM state (stored or zeros).
+    pub state: LstmState,
+}
+
+/// Stacks `sequences` into tensors; `num_keypoints` K must match every sequence's `keypoint_dims / 2`.
+pub fn sequence_tensors(sequences: &[Arc<Sequence>], num_keypoints: i64, n_step: usize, device: Device) -> Result<SequenceTensors, LearnerError> {
+    let first = sequences.first().ok_or_else(|| LearnerError::InvalidArgument("an update needs at least one sequence".into()))?;
+    let (steps, shape) = (first.len(), first.obs_shape);
+    let state_len = first.initial_recurrent_state.len();
+    let dims = 2 * num_keypoints as usize;
+    let batch = sequences.len();
+    let mut frames = Vec::with_capacity(batch * first.observations.len());
+    let (mut centres, mut actions, mut rewards, mut dones) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut mask, mut stops, mut states, mut valid_index) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, s) in sequences.iter().enumerate() {
+        if s.len() != steps || s.obs_shape != shape || s.initial_recurrent_state.len() != state_len {
+            return Err(LearnerError::InvalidArgument(format!(
+                "sequence {i} of the batch has {} steps of {:?} and a {}-float state; the first has {steps} of {shape:?} and {state_len}",
+                s.len(),
+                s.obs_shape,
+                s.initial_recurrent_state.len()
+            )));
+        }
+        if usize::from(s.keypoint_dims) != dims || s.keypoints.len() != steps * dims {
+            return Err(LearnerError::InvalidArgument(format!(
+                "sequence {i} stores {} keypoint floats per step, the model has {num_keypoints} keypoints ({dims} floats)",
+                s.keypoint_dims
+            )));
+        }
+        let (valid, burn_in) = (s.valid_len(), usize::from(s.burn_in));
+        let frame_len = s.observations.len() / steps;
+        frames.extend_from_slice(&s.observations[..valid * frame_len]);
+        valid_index.extend((0..valid).map(|t| (i * steps + t) as i64));
+        centres.extend_from_slice(&s.keypoints);
+        actions.extend(s.actions.iter().map(|&a| i64::from(a)));
+        rewards.extend_from_slice(&s.rewards);
+        dones.extend(s.dones.iter().map(|&d| if d { 1f32 } else { 0.0 }));
+        let last_learnable = if s.truncated { valid.saturating_sub(n_step) } else { valid };
+        mask.extend((0..steps).map(|t| if t >= burn_in && t < last_learnable { 1f32 } else { 0.0 }));
+        stops.extend((0..steps).map(|t| burn_in > 0 && t == burn_in));
+        states.extend_from_slice(&s.initial_recurrent_state);
+    }
+    let (b, t) = (batch as i64, steps as i64);
+    let [h, w, c] = shape.map(|x| x as i64);
+    let frames = permakey::model::try_frames_to_tensor(&frames, valid_index.len() as i64, h, w, c, device)
+        .map_err(|e| LearnerError::InvalidArgument(e.to_string()))?;
+    let state = if state_len == 0 {
+        LstmState::zeros(b, device)
+    } else {
+        LstmState::from_flat(&Tensor::from_slice(&states).view([b, state_len as i64]).to_device(device))
+    };
+    Ok(SequenceTensors {
+        frames,
+        valid_index: Tensor::from_slice(&valid_index).to_device(device),
+        centres: Tensor::from_slice(&centres).view([b, t, num_keypoints, 2]).to_device(device),
+        actions: Tensor::from_slice(&actions).view([b, t]).to_device(device),
+        rewards: Tensor::from_slice(&rewards).view([b, t]).to_device(device),
+        dones: Tensor::from_slice(&dones).view([b, t]).to_device(device),
+        position_mask: Tensor::from_slice(&mask).view([b, t]).to_device(device),
+        stops: Tensor::from_slice(&stops).view([b, t]).to_device(device),
+        state,
+    })
+}
+
+/// The learner's networks and optimiser.
+#[derive(Debug)]
+pub struct Learner {
+    pub config: LearnerConfig,
+    online_vs: nn::VarStore,
+    online: KeypointAgent,
+    target_vs: nn::VarStore,
+    target: KeypointAgent,
+    optimizer: Adam,
+    updates: u64,
+}
+
+impl Learner {
+    /// A fresh online network (seeded by the caller through `tch::manual_seed`) and a hard-copied
+    /// target on `device`.
+    pub fn new(config: LearnerConfig, agent: &AgentConfig, front: FrontEndShape, num_actions: i64, device: Device) -> Result<Self, LearnerError> {
+        config.validate()?;
+        let online_vs = nn::VarStore::new(device);
+        let online = KeypointAgent::new(&online_vs.root(), agent, front, num_actions);
+        let mut target_vs = nn::VarStore::new(device);
+        let target = KeypointAgent::new(&target_vs.root(), agent, front, num_actions);
+        crate::hard_update(&mut target_vs, &online_vs)?;
+        let optimizer = Adam::new(
+            &online_vs,
+            AdamConfig { learning_rate: config.learning_rate, decay_rate: 0.0, eps: config.adam_eps, ..AdamConfig::default() },
+        );
+        Ok(Self { config, online_vs, online, target_vs, target, optimizer, updates: 0 })
+    }
+
+    /// Completed updates.
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    pub fn online(&self) -> (&nn::VarStore, &KeypointAgent) {
+        (&self.online_vs, &self.online)
+    }
+
+    /// One update on `sequences` with importance `weights` (all 1 for uniform replay).
+    pub fn update(&mut self, front: &dyn KeypointModel, sequences: &[Arc<Sequence>], weights: &[f32]) -> Result<UpdateStats, LearnerError> {
+        let k = front.num_keypoints();
+        let device = self.online_vs.device();
+        let batch = sequence_tensors(sequences, k, self.config.n_step, device)?;
+        if weights.len() != sequences.len() {
+            return Err(LearnerError::InvalidArgument(format!("{} weights for {} sequences", weights.len(), sequences.len())));
+        }
+        let (b, t) = batch.actions.size2()?;
+        let features = front.features(&batch.frames);
+        let centres = batch.centres.flatten(0, 1).index_select(0, &batch.valid_index);
+        // Embeddings of the valid steps, scattered into B x T with zeros at padding positions.
+        let scatter = |embedded: Tensor| {
+            Tensor::zeros([b * t, embedded.size()[1]], (embedded.kind(), device)).index_copy(0, &batch.valid_index, &embedded).view([b, t, -1])
+        };
+        let online_embeddings = scatter(self.online.embed(&centres, &features, true));
+        let state = LstmState { h: batch.state.h.shallow_clone(), c: batch.state.c.shallow_clone() };
+        let (q_online, _) = self.online.unroll_embeddings(&online_embeddings, state, None, Some(&batch.stops));
+        let q_target = tch::no_grad(|| {
+            let target_embeddings = scatter(self.target.embed(&centres, &features, false));
+            self.target.unroll_embeddings(&target_embeddings, batch.state, None, None).0
+        });
+        let targets = n_step_double_q_targets(&batch.rewards, &batch.dones, &q_online.detach(), &q_target, self.config.n_step, self.config.discount)?;
+        let valid = &targets.valid_mask * &batch.position_mask;
+        let action_values = select_action_values(&q_online, &batch.actions)?;
+        let weights = Tensor::from_slice(weights).to_device(device);
+        let loss = td_loss(&action_values, &targets.targets, &valid, Some(&weights))?;
+        self.optimizer.zero_grad();
+        loss.loss.backward();
+        let trainable: Vec<Tensor> = self.online_vs.trainable_variables();
+        let grad_norm = clip_gradients_by_global_norm(&trainable, self.config.max_grad_norm)?;
+        self.optimizer.apply();
+        self.optimizer.zero_grad();
+        self.updates += 1;
+        self.config.target_update.apply(&mut self.target_vs, &self.online_vs, self.updates)?;
+        let trained = valid.sum(Kind::Float).double_value(&[]);
+        let mean_q = (action_values.detach() * &valid).sum(Kind::Float).double_value(&[]) / trained.max(1.0);
+        Ok(UpdateStats {
+            loss: loss.loss.double_value(&[]),
+            grad_norm,
+            mean_q,
+            priorities: sequence_priorities(&loss.td_errors, &valid, self.config.priority_eta)?,
+            trained_positions: trained as usize,
+        })
+    }
+
+    /// The online parameters as named CPU tensors (what the actors load).
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        named_cpu_copies(&self.online_vs)
+    }
+
+    /// Everything a resume needs: online and target networks, optimiser moments, counters.
+    pub fn state(&self) -> (Vec<(String, Tensor)>, u64, u64) {
+        let mut named = Vec::new();
+        named.extend(named_cpu_copies(&self.online_vs).into_iter().map(|(n, t)| (format!("online.{n}"), t)));
+        named.extend(named_cpu_copies(&self.target_vs).into_iter().map(|(n, t)| (format!("target.{n}"), t)));
+        named.extend(self.optimizer.state().into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu))));
+        (named, self.updates, self.optimizer.step)
+    }
+
+    /// Restores [`Learner::state`]'s output.
+    pub fn load_state(&mut self, named: &[(String, Tensor)], updates: u64, optimizer_step: u64) -> Result<(), LearnerError> {
+        let find = |prefix: &str| -> std::collections::BTreeMap<String, Tensor> {
+            named.iter().filter_map(|(n, t)| n.strip_prefix(prefix).map(|rest| (rest.to_owned(), t.shallow_clone()))).collect()
+        };
+        load_named(&mut self.online_vs, &find("online."), "online network")?;
+        load_named(&mut self.target_vs, &find("target."), "target network")?;
+        let adam: std::collections::BTreeMap<String, Tensor> =
+            named.iter().filter(|(n, _)| n.starts_with("adam.")).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        self.optimizer.load_state(&adam, optimizer_step).map_err(LearnerError::InvalidArgument)?;
+        self.updates = updates;
+        Ok(())
+    }
+}
+
+/// Named CPU copies of every variable of `vs` (sorted by name).
+pub fn named_cpu_copies(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).copy())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// Copies `named` into the variables of `vs`; every variable must be present with its shape.
+pub fn load_named(vs: &mut nn::VarStore, named: &std::collections::BTreeMap<String, Tensor>, what: &str) -> Result<(), LearnerError> {
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            let saved = named.get(&name).ok_or_else(|| LearnerError::InvalidArgument(format!("{what}: saved parameters lack {name}")))?;
+            if saved.size() != var.size() {
+                return Err(LearnerError::ShapeMismatch { what: format!("{what} {name}"), expected: var.size(), actual: saved.size() });
+            }
+            var.copy_(&saved.to_device(var.device()));
+        }
+        Ok(())
+    })
+}
