@@ -1,9 +1,10 @@
 //! The `permakey-rl` command line. Each subcommand is a function here; `main.rs` only parses.
 //!
-//! - `run`: the main job on the embedded (single-process) default. Today it is the most complete
-//!   pipeline that exists: the Atari-100k environment pool stepping a seeded random policy,
-//!   episode statistics, throughput and recordings of what the agent sees, written to a run folder.
-//!   It grows into the embedded keypoint-agent training run as the model and agent land.
+//! - `run`: the main job on the embedded (single-process) default: pre-train PermaKey (unless a
+//!   checkpoint is given), then train the keypoint agent with the embedded trainer and evaluate it
+//!   ([`train`]); `--resume` continues a stopped run.
+//! - `collect`: the Atari-100k environment pool stepping a seeded random policy: episode
+//!   statistics, throughput and recordings of what the agent sees.
 //! - `atari games | record`: list the ROMs; record an episode as GIF and PNG strip.
 //! - `doctor`: checks libtorch, the device, the ROMs and ALE; times a conv net's forward+backward.
 
@@ -12,6 +13,7 @@ pub mod doctor;
 pub mod eval_keypoints;
 pub mod keypoints;
 pub mod record;
+pub mod train;
 
 use std::path::PathBuf;
 

@@ -17,8 +17,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The main job, embedded in one process (today: the Atari-100k env pool with a random policy).
-    Run,
+    /// The main job, embedded in one process: pre-train keypoints (unless keypoints.checkpoint is
+    /// set), train the keypoint agent on env.game, evaluate; writes a run folder.
+    Run {
+        /// Continue the run in <run.out_dir>/<run.name> from its latest checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Step the Atari env pool with a random policy: episode statistics, throughput, recordings.
+    Collect,
     /// Atari tools.
     Atari {
         #[command(subcommand)]
@@ -149,7 +156,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.common.load()?;
     let _span = init_tracing("permakey-rl", &config.logging);
     match cli.command {
-        Command::Run => {
+        Command::Run { resume } => {
+            let dir = if resume {
+                anyhow::ensure!(!config.run.name.is_empty(), "--resume needs the run's name: --set run.name=<folder under {}>", config.run.out_dir.display());
+                let dir = config.run.out_dir.join(&config.run.name);
+                anyhow::ensure!(dir.is_dir(), "no run folder {} to resume", dir.display());
+                dir
+            } else {
+                permakey_rl::create_run_dir(&config)?
+            };
+            println!("run folder: {}", dir.display());
+            match permakey_rl::train::train_agent(&config, &dir, resume)? {
+                Some(scores) => {
+                    let e = &scores.final_eval;
+                    println!(
+                        "final evaluation on {} after {} agent steps ({} frames), {} updates: mean return {:.1} (std {:.1}, min {}, max {}) over {} games",
+                        config.env.game, scores.agent_steps, scores.frames, scores.updates, e.mean, e.std, e.min, e.max, e.returns.len()
+                    );
+                    println!(
+                        "plots and logs: {0}/learning_curve.png, {0}/metrics.csv, {0}/eval.csv, {0}/final_scores.json; checkpoints in {0}/checkpoints",
+                        dir.display()
+                    );
+                }
+                None => println!("stopped before the budget; continue with --resume --set run.name={}", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+            }
+        }
+        Command::Collect => {
             let dir = permakey_rl::create_run_dir(&config)?;
             let summary = permakey_rl::collect::run_collect(&config, &dir)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);

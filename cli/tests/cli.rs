@@ -13,7 +13,7 @@ fn run_writes_a_complete_run_folder() {
     let out_dir = format!("run.out_dir={}", dir.path().display());
     let (ok, stdout, stderr) = permakey_rl(&[
         "--set", &out_dir, "--set", "run.name=smoke", "--set", "collect.agent_steps=400",
-        "--set", "collect.num_envs=2", "--set", "collect.record_steps=20", "--set", "env.game=Breakout", "run",
+        "--set", "collect.num_envs=2", "--set", "collect.record_steps=20", "--set", "env.game=Breakout", "collect",
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("\"agent_steps\": 400"), "{stdout}");

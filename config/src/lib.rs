@@ -25,6 +25,12 @@ pub use permakey::{
     dataset::CollectDatasetConfig, train::PretrainConfig, transporter::TransporterConfig, DeviceChoice, PermaKeyConfig,
 };
 
+pub use actor::SequenceWriterConfig;
+pub use agent::AgentConfig;
+pub use learner::LearnerConfig;
+pub use replay::ReplayConfig;
+pub use trainer::TrainConfig;
+
 mod tracing_init;
 pub use tracing_init::init_tracing;
 
@@ -85,6 +91,26 @@ impl Default for CollectConfig {
     }
 }
 
+/// Which frozen keypoint model the agent sees the game through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeypointModelKind {
+    #[default]
+    Permakey,
+    Transporter,
+}
+
+/// The agent's keypoint front end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeypointsConfig {
+    /// `permakey` (default) or `transporter`.
+    pub model: KeypointModelKind,
+    /// Checkpoint folder of a pre-trained model; empty = `run` collects `collect.keypoint_frames`
+    /// random-policy frames and pre-trains one for `pretrain.steps` batches first.
+    pub checkpoint: Option<PathBuf>,
+}
+
 /// Log output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -129,6 +155,18 @@ pub struct Config {
     pub pretrain: PretrainConfig,
     /// Transporter pre-training loop (its own batch size and schedule, spec 6).
     pub pretrain_transporter: PretrainConfig,
+    /// The agent's keypoint front end.
+    pub keypoints: KeypointsConfig,
+    /// RL schedule of the embedded trainer (spec 7.4, 8).
+    pub train: TrainConfig,
+    /// Keypoint encoder and recurrent Q-network (spec 7.2-7.3).
+    pub agent: AgentConfig,
+    /// Double-Q learner (spec 7.4).
+    pub learner: LearnerConfig,
+    /// Sequence replay (spec 7.4; prioritised sampling optional).
+    pub replay: ReplayConfig,
+    /// How episodes are cut into replay sequences (length, period, burn-in).
+    pub sequence: SequenceWriterConfig,
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
 }
@@ -145,6 +183,12 @@ impl Default for Config {
             transporter: TransporterConfig::default(),
             pretrain: PretrainConfig::default(),
             pretrain_transporter: PretrainConfig::transporter(),
+            keypoints: KeypointsConfig::default(),
+            train: TrainConfig::default(),
+            agent: AgentConfig::default(),
+            learner: LearnerConfig::default(),
+            replay: ReplayConfig::default(),
+            sequence: SequenceWriterConfig::default(),
             logging: LoggingConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -192,6 +236,7 @@ impl Config {
         if self.collect.num_envs == 0 {
             return Err(ConfigError::Invalid("collect.num_envs must be at least 1".into()));
         }
+        self.trainer_settings().validate().map_err(|e| ConfigError::Invalid(one_line(&e.to_string())))?;
         if !matches!(self.logging.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid(format!("logging.format must be text or json, got '{}'", self.logging.format)));
         }
@@ -204,6 +249,22 @@ impl Config {
     }
 
     /// The evaluation environment of this run: whole games, same time limit and noise.
+    /// Agent steps of RL: `train.agent_steps`, or the preset's budget when that is 0.
+    pub fn agent_steps(&self) -> u64 {
+        if self.train.agent_steps > 0 { self.train.agent_steps } else { self.preset.budget().agent_steps }
+    }
+
+    /// The embedded trainer's settings with the budget resolved.
+    pub fn trainer_settings(&self) -> trainer::TrainerSettings {
+        trainer::TrainerSettings {
+            train: TrainConfig { agent_steps: self.agent_steps(), ..self.train.clone() },
+            agent: self.agent.clone(),
+            learner: self.learner.clone(),
+            replay: self.replay.clone(),
+            sequence: self.sequence.clone(),
+        }
+    }
+
     pub fn eval_env(&self) -> EnvConfig {
         EnvConfig { terminal_on_life_loss: false, ..self.env.clone() }
     }
@@ -277,6 +338,14 @@ pub struct CommonArgs {
     /// Accelerator: auto, cpu or cuda.
     #[arg(long, value_name = "auto|cpu|cuda", global = true)]
     pub device: Option<DeviceChoice>,
+    /// Named protocol: atari100k (100k agent steps) or permakeyrepo (400k); sets `preset` and
+    /// resets `train.agent_steps` to the preset's budget.
+    #[arg(long, value_name = "atari100k|permakeyrepo", global = true, value_parser = parse_preset)]
+    pub preset: Option<Preset>,
+}
+
+fn parse_preset(text: &str) -> Result<Preset, String> {
+    toml::Value::String(text.to_owned()).try_into().map_err(|_| format!("unknown preset '{text}' (expected atari100k or permakeyrepo)"))
 }
 
 impl CommonArgs {
@@ -285,6 +354,11 @@ impl CommonArgs {
         let mut overrides = self.overrides.clone();
         if let Some(device) = self.device {
             overrides.push(format!("device={device}"));
+        }
+        if let Some(preset) = self.preset {
+            let name = toml::Value::try_from(preset).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            overrides.push(format!("preset={name}"));
+            overrides.push("train.agent_steps=0".to_owned());
         }
         Config::load(self.config.as_deref(), std::env::vars(), &overrides)
     }

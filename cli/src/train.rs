@@ -1,0 +1,99 @@
+//! `permakey-rl run`: the embedded keypoint-agent training run (issue 7).
+//!
+//! 1. The keypoint front end: `keypoints.checkpoint` if set; otherwise (or from an earlier attempt
+//!    of the same run folder) `collect.keypoint_frames` random-policy frames are collected and the
+//!    model is pre-trained on them for `pretrain.steps` batches, inside the run folder.
+//! 2. The agent trains on `env.game` with the embedded [`trainer::Trainer`] for the budget
+//!    (`train.agent_steps`, or the preset's), evaluating as the spec says.
+//! 3. The final score is printed with the run folder's files.
+
+use std::path::Path;
+
+use anyhow::Context;
+use atari::{EnvConfig, EnvPool, RomCatalog};
+use permakey::KeypointModel;
+use pkrl_config::{Config, KeypointModelKind};
+use tch::Tensor;
+use trainer::{EnvFactory, EnvRole, FinalScores, Trainer, VecEnv};
+
+use crate::keypoints::{self, LoadedModel, ModelKind};
+
+impl KeypointModel for LoadedModel {
+    fn num_keypoints(&self) -> i64 {
+        self.model().num_keypoints()
+    }
+    fn image_size(&self) -> i64 {
+        self.model().image_size()
+    }
+    fn keypoints(&self, frames: &Tensor) -> permakey::KeypointOutput {
+        self.model().keypoints(frames)
+    }
+    fn features(&self, frames: &Tensor) -> Tensor {
+        self.model().features(frames)
+    }
+    fn gauss_std(&self) -> f64 {
+        self.model().gauss_std()
+    }
+    fn device(&self) -> tch::Device {
+        self.model().device()
+    }
+}
+
+/// The front end for `dir`'s run: the configured checkpoint, or one pre-trained in `dir`.
+pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<LoadedModel> {
+    let device = permakey::resolve_device(config.device)?;
+    if let Some(path) = &config.keypoints.checkpoint {
+        return LoadedModel::load(path, device).with_context(|| format!("keypoints.checkpoint {}", path.display()));
+    }
+    let kind = match config.keypoints.model {
+        KeypointModelKind::Permakey => ModelKind::Permakey,
+        KeypointModelKind::Transporter => ModelKind::Transporter,
+    };
+    let trained = dir.join(format!("{kind:?}").to_lowercase());
+    let checkpoints = trained.join("checkpoints");
+    if permakey::checkpoint::resolve(&checkpoints).is_err() {
+        anyhow::ensure!(
+            config.collect.keypoint_frames > 0,
+            "no keypoint model: set keypoints.checkpoint to a pre-trained model or collect.keypoint_frames > 0 to pre-train one"
+        );
+        let data = dir.join("keypoint-data");
+        if !data.join("manifest.json").is_file() {
+            keypoints::collect(config, config.collect.keypoint_frames, &data)?;
+        }
+        keypoints::train(config, kind, &data, &trained, false)?;
+    }
+    LoadedModel::load(&checkpoints, device)
+}
+
+/// Atari environments of `config` for the trainer.
+pub fn atari_envs(config: &Config) -> anyhow::Result<EnvFactory> {
+    let roms = RomCatalog::discover()?;
+    let (train, eval): (EnvConfig, EnvConfig) = (config.env.clone(), config.eval_env());
+    let threads = match config.train.env_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    Ok(Box::new(move |role, seed| -> anyhow::Result<Box<dyn VecEnv>> {
+        let pool = match role {
+            EnvRole::Train { num_envs } => EnvPool::new(&train, &roms, num_envs, threads.min(num_envs), seed)?,
+            EnvRole::Eval { num_envs } => EnvPool::new(&eval, &roms, num_envs, threads.min(num_envs), seed)?,
+        };
+        Ok(Box::new(pool))
+    }))
+}
+
+/// Trains (or resumes) the agent in `dir`; returns the final scores.
+pub fn train_agent(config: &Config, dir: &Path, resume: bool) -> anyhow::Result<Option<FinalScores>> {
+    let front = front_end(config, dir)?;
+    anyhow::ensure!(
+        front.image_size() == i64::from(config.env.obs_height) && config.env.obs_height == config.env.obs_width && !config.env.grayscale,
+        "the keypoint model takes {0}x{0} RGB frames; env gives {1}x{2} {3}",
+        front.image_size(),
+        config.env.obs_height,
+        config.env.obs_width,
+        if config.env.grayscale { "grayscale" } else { "RGB" }
+    );
+    let envs = atari_envs(config)?;
+    let mut trainer = Trainer::new(config.trainer_settings(), config.run.seed, dir, Box::new(front), envs, resume)?;
+    trainer.run()
+}

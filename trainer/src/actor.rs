@@ -1,0 +1,219 @@
+//! [`VecActor`]: acts in `N` environments at once — one keypoint batch for all their frames, one
+//! recurrent Q-network step, epsilon-greedy actions — and cuts each environment's stream into
+//! replay sequences with a [`SequenceWriter`] per environment.
+
+use actor::{SequenceWriter, SequenceWriterConfig, Step};
+use agent::{AgentConfig, FrontEndShape, KeypointAgent, LstmState};
+use permakey::model::{frames_to_tensor, KeypointModel};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use replay::Sequence;
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::{
+    env::VecEnv,
+    transport::{ParameterSource, ReplayClient},
+};
+
+/// One finished game (all lives) of a training environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeRecord {
+    /// Agent steps of the whole run when it ended.
+    pub agent_steps: u64,
+    pub env: usize,
+    pub game_return: f32,
+    pub game_length: u32,
+}
+
+/// Front end's shape, read from one forward pass on a blank frame.
+pub fn front_end_shape(front: &dyn KeypointModel) -> FrontEndShape {
+    let size = front.image_size();
+    let blank = Tensor::zeros([1, 3, size, size], (Kind::Float, front.device()));
+    let features = front.features(&blank).size();
+    FrontEndShape { num_keypoints: front.num_keypoints(), feature_channels: features[1], feature_size: features[2], gauss_std: front.gauss_std() }
+}
+
+/// The acting half of the agent.
+pub struct VecActor {
+    vs: nn::VarStore,
+    agent: KeypointAgent,
+    version: Option<u64>,
+    state: LstmState,
+    writers: Vec<SequenceWriter>,
+    obs: Vec<u8>,
+    obs_shape: [usize; 3],
+    store_state: bool,
+    clip_rewards: bool,
+    pub(crate) rng: ChaCha8Rng,
+    /// Agent steps taken by this actor.
+    pub steps: u64,
+}
+
+impl VecActor {
+    pub fn new(
+        agent: &AgentConfig,
+        front: FrontEndShape,
+        num_actions: i64,
+        writer: SequenceWriterConfig,
+        num_envs: usize,
+        seed: u64,
+        clip_rewards: bool,
+        device: Device,
+    ) -> anyhow::Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let net = KeypointAgent::new(&vs.root(), agent, front, num_actions);
+        let store_state = writer.recurrent_state_len > 0;
+        let writers = (0..num_envs)
+            .map(|i| SequenceWriter::new(writer.clone(), i as u32, seed))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            vs,
+            agent: net,
+            version: None,
+            state: LstmState::zeros(num_envs as i64, device),
+            writers,
+            obs: Vec::new(),
+            obs_shape: writer.obs_shape,
+            store_state,
+            clip_rewards,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            steps: 0,
+        })
+    }
+
+    /// Parameter version the actor acts with (None before the first fetch).
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    pub fn agent(&self) -> &KeypointAgent {
+        &self.agent
+    }
+
+    /// Loads newer parameters if the source has them; returns whether it did.
+    pub fn sync(&mut self, source: &dyn ParameterSource) -> anyhow::Result<bool> {
+        match source.fetch_newer(self.version)? {
+            Some(parameters) => {
+                parameters.load_into(&mut self.vs)?;
+                self.version = Some(parameters.version);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Starts every environment afresh (LSTM states zero).
+    pub fn start(&mut self, env: &mut dyn VecEnv) -> anyhow::Result<()> {
+        anyhow::ensure!(env.num_envs() == self.writers.len(), "actor built for {} envs, got {}", self.writers.len(), env.num_envs());
+        anyhow::ensure!(env.obs_shape() == self.obs_shape, "environment frames are {:?}, the actor expects {:?}", env.obs_shape(), self.obs_shape);
+        self.obs = env.reset()?.to_vec();
+        for w in &mut self.writers {
+            w.reset();
+        }
+        self.state = LstmState::zeros(self.writers.len() as i64, self.state.h.device());
+        Ok(())
+    }
+
+    /// Ends every running episode as truncated and hands its remaining sequences to `replay`
+    /// (a checkpoint cut); call [`VecActor::start`] with fresh environments afterwards.
+    pub fn cut(&mut self, replay: &mut dyn ReplayClient) -> anyhow::Result<usize> {
+        let mut out = Vec::new();
+        for w in &mut self.writers {
+            out.extend(w.flush_truncated()?);
+        }
+        let n = out.len();
+        replay.insert(out)?;
+        Ok(n)
+    }
+
+    /// One step of every environment with exploration `epsilon`; sequences go to `replay`,
+    /// finished games are returned.
+    pub fn step(&mut self, env: &mut dyn VecEnv, front: &dyn KeypointModel, replay: &mut dyn ReplayClient, epsilon: f64) -> anyhow::Result<Vec<EpisodeRecord>> {
+        let n = self.writers.len();
+        let [h, w, c] = self.obs_shape.map(|x| x as i64);
+        let frames = frames_to_tensor(&self.obs, n as i64, h, w, c, front.device());
+        let out = front.keypoints(&frames);
+        let (q, next) = self.agent.step(&out.centres.to_device(self.vs.device()), &out.features.to_device(self.vs.device()), &self.state);
+        let greedy = Vec::<i64>::try_from(q.argmax(-1, false).to_device(Device::Cpu))?;
+        let num_actions = self.agent.num_actions() as usize;
+        let actions: Vec<usize> = greedy
+            .iter()
+            .map(|&g| if self.rng.random::<f64>() < epsilon { self.rng.random_range(0..num_actions) } else { g as usize })
+            .collect();
+        let centres = Vec::<f32>::try_from(out.centres.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
+        let states = if self.store_state { Vec::<f32>::try_from(self.state.flatten().to_device(Device::Cpu).flatten(0, -1))? } else { Vec::new() };
+        let (next_obs, steps) = env.step(&actions)?;
+        let (dims, frame) = (centres.len() / n, self.obs.len() / n);
+        let state_len = states.len() / n;
+        let version = self.version.unwrap_or(0);
+        let mut sequences: Vec<Sequence> = Vec::new();
+        let mut finished = Vec::new();
+        let mut keep = vec![1f32; n];
+        self.steps += n as u64;
+        for (i, s) in steps.iter().enumerate() {
+            let reward = if self.clip_rewards { atari::config::clip_reward(s.reward) } else { s.reward };
+            sequences.extend(self.writers[i].add(Step {
+                observation: &self.obs[i * frame..(i + 1) * frame],
+                action: actions[i] as u16,
+                reward,
+                terminal: s.terminated,
+                truncated: s.truncated,
+                recurrent_state: &states[i * state_len..(i + 1) * state_len],
+                keypoints: &centres[i * dims..(i + 1) * dims],
+                parameter_version: version,
+            })?);
+            if s.terminated || s.truncated {
+                keep[i] = 0.0;
+            }
+            if s.game_over {
+                finished.push(EpisodeRecord { agent_steps: self.steps, env: i, game_return: s.game_return, game_length: s.game_length });
+            }
+        }
+        self.obs.copy_from_slice(next_obs);
+        let keep = Tensor::from_slice(&keep).to_device(self.vs.device()).unsqueeze(1);
+        self.state = LstmState { h: &next.h * &keep, c: &next.c * &keep };
+        replay.insert(sequences)?;
+        Ok(finished)
+    }
+}
+
+/// Greedy evaluation (spec 8): `episodes` whole games in `env` (no life-loss terminal, raw
+/// scores), LSTM reset per game, epsilon `epsilon` (0 in the paper). Games are counted in the
+/// order they finish (ties by environment index), so the result is a function of the seeds.
+pub fn evaluate(agent: &KeypointAgent, front: &dyn KeypointModel, env: &mut dyn VecEnv, episodes: usize, epsilon: f64, seed: u64) -> anyhow::Result<Vec<(f32, u32)>> {
+    let n = env.num_envs();
+    let [h, w, c] = env.obs_shape().map(|x| x as i64);
+    let device = front.device();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut obs = env.reset()?.to_vec();
+    let mut state = LstmState::zeros(n as i64, device);
+    let mut results = Vec::new();
+    let mut safety = 0u64;
+    while results.len() < episodes {
+        let frames = frames_to_tensor(&obs, n as i64, h, w, c, device);
+        let out = front.keypoints(&frames);
+        let (q, next) = agent.step(&out.centres, &out.features, &state);
+        let greedy = Vec::<i64>::try_from(q.argmax(-1, false).to_device(Device::Cpu))?;
+        let actions: Vec<usize> = greedy
+            .iter()
+            .map(|&g| if epsilon > 0.0 && rng.random::<f64>() < epsilon { rng.random_range(0..env.num_actions()) } else { g as usize })
+            .collect();
+        let (next_obs, steps) = env.step(&actions)?;
+        let mut keep = vec![1f32; n];
+        for (i, s) in steps.iter().enumerate() {
+            if s.terminated || s.truncated {
+                keep[i] = 0.0;
+            }
+            if s.game_over && results.len() < episodes {
+                results.push((s.game_return, s.game_length));
+            }
+        }
+        obs.copy_from_slice(next_obs);
+        let keep = Tensor::from_slice(&keep).to_device(device).unsqueeze(1);
+        state = LstmState { h: &next.h * &keep, c: &next.c * &keep };
+        safety += 1;
+        anyhow::ensure!(safety < 10_000_000, "evaluation did not finish {episodes} games");
+    }
+    Ok(results)
+}

@@ -1,0 +1,119 @@
+//! The embedded trainer's schedule (spec 7.4 and 8 defaults, Atari-100k budget of decision 9b).
+
+use serde::{Deserialize, Serialize};
+
+/// How long and how the trainer runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Agent steps of RL interaction, all environments together; 0 = the preset's budget
+    /// (`atari100k`: 100,000 agent steps = 400k frames; `permakeyrepo`: 400,000). Keypoint
+    /// pre-training frames are collected separately and reported separately (spec 9b).
+    pub agent_steps: u64,
+    /// Environments stepped together by the actor (their frames share one keypoint batch).
+    pub num_envs: usize,
+    /// Threads stepping the environments (0 = one per core).
+    pub env_threads: usize,
+    /// Agent steps before the first update (spec: 10,000).
+    pub learning_starts: u64,
+    /// Agent steps per gradient update (spec: 4).
+    pub train_every: u64,
+    /// Exploration epsilon: linear from `epsilon_start` to `epsilon_end` over
+    /// `epsilon_fraction x agent_steps` (spec: 1.0 -> 0.1 over the whole run).
+    pub epsilon_start: f64,
+    pub epsilon_end: f64,
+    pub epsilon_fraction: f64,
+    /// Actor refreshes its copy of the parameters every this many of its vector steps (1 = acts
+    /// with the newest parameters, as the single-process reference does).
+    pub parameter_sync_every: u64,
+    /// Keep the LSTM state with every sequence (R2D2 stored state); off = zero start (reference).
+    pub store_recurrent_state: bool,
+    /// Agent steps between periodic greedy evaluations (spec: 10,000; 0 = none).
+    pub eval_every: u64,
+    /// Episodes per periodic evaluation (spec: 10).
+    pub eval_episodes: usize,
+    /// Episodes of the final evaluation (spec: 10 per evaluation seed).
+    pub final_eval_episodes: usize,
+    /// Parallel environments of an evaluation.
+    pub eval_envs: usize,
+    /// Agent steps between checkpoints (0 = only at the end). Checkpoints cut every running
+    /// episode (see the crate docs): resuming from one continues exactly.
+    pub checkpoint_every: u64,
+    /// Sign-clip training rewards (evaluation reports raw game scores).
+    pub clip_rewards: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            agent_steps: 0,
+            num_envs: 8,
+            env_threads: 0,
+            learning_starts: 10_000,
+            train_every: 4,
+            epsilon_start: 1.0,
+            epsilon_end: 0.1,
+            epsilon_fraction: 1.0,
+            parameter_sync_every: 1,
+            store_recurrent_state: false,
+            eval_every: 10_000,
+            eval_episodes: 10,
+            final_eval_episodes: 10,
+            eval_envs: 5,
+            checkpoint_every: 25_000,
+            clip_rewards: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.agent_steps > 0, "train.agent_steps must be at least 1 once the preset's budget is resolved");
+        anyhow::ensure!(self.num_envs > 0, "train.num_envs must be at least 1");
+        anyhow::ensure!(self.train_every > 0, "train.train_every must be at least 1");
+        anyhow::ensure!(self.parameter_sync_every > 0, "train.parameter_sync_every must be at least 1");
+        anyhow::ensure!(self.eval_envs > 0, "train.eval_envs must be at least 1");
+        anyhow::ensure!(self.final_eval_episodes > 0, "train.final_eval_episodes must be at least 1");
+        for (name, v) in [("epsilon_start", self.epsilon_start), ("epsilon_end", self.epsilon_end)] {
+            anyhow::ensure!((0.0..=1.0).contains(&v), "train.{name} must lie in [0, 1], got {v}");
+        }
+        anyhow::ensure!(
+            self.epsilon_fraction > 0.0 && self.epsilon_fraction <= 1.0,
+            "train.epsilon_fraction must lie in (0, 1], got {}",
+            self.epsilon_fraction
+        );
+        Ok(())
+    }
+
+    /// Epsilon after `step` agent steps.
+    pub fn epsilon(&self, step: u64) -> f64 {
+        let ramp = (self.epsilon_fraction * self.agent_steps as f64).max(1.0);
+        let progress = (step as f64 / ramp).min(1.0);
+        self.epsilon_start + (self.epsilon_end - self.epsilon_start) * progress
+    }
+
+    /// Gradient updates due after `step` agent steps.
+    pub fn updates_due(&self, step: u64) -> u64 {
+        step.saturating_sub(self.learning_starts) / self.train_every
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epsilon_and_update_schedule() {
+        let c = TrainConfig { agent_steps: 1000, learning_starts: 100, train_every: 4, ..TrainConfig::default() };
+        assert_eq!(c.epsilon(0), 1.0);
+        assert!((c.epsilon(500) - 0.55).abs() < 1e-12);
+        assert!((c.epsilon(1000) - 0.1).abs() < 1e-12);
+        assert!((c.epsilon(5000) - 0.1).abs() < 1e-12);
+        assert_eq!(c.updates_due(99), 0);
+        assert_eq!(c.updates_due(103), 0);
+        assert_eq!(c.updates_due(104), 1);
+        assert_eq!(c.updates_due(1000), 225);
+        assert!(TrainConfig { num_envs: 0, ..c.clone() }.validate().is_err());
+        assert!(TrainConfig { epsilon_end: 1.5, ..c }.validate().unwrap_err().to_string().contains("epsilon_end"));
+    }
+}

@@ -1,0 +1,62 @@
+//! The embedded trainer (issue 7): environments, batched keypoint inference, the acting agent,
+//! the sequence replay and the learner in one process — the default of `permakey-rl run`.
+//!
+//! # Shape of one run
+//!
+//! ```text
+//!  VecEnv (N envs on threads) --frames--> frozen KeypointModel (one batch of N frames)
+//!      ^                                        | centres K x 2, features C x H x W
+//!      | actions (epsilon-greedy)               v
+//!  VecActor: KeypointAgent step (LSTM state per env) --SequenceWriter--> ReplayClient
+//!                 ^ ParameterSource                                          |
+//!                 |                                                          v sample / priorities
+//!           ParameterSink <-- Learner: recurrent double-Q update (features recomputed from frames)
+//! ```
+//!
+//! The boxes talk through the interfaces of [`transport`] — the same ones the distributed system
+//! implements over gRPC — with in-process implementations here.
+//!
+//! # Decisions
+//!
+//! - **Lockstep schedule.** One iteration is one vector step of all `N` environments followed by
+//!   exactly the gradient updates that step made due (`(steps - learning_starts) / train_every`,
+//!   the reference's one update per 4 environment steps). Acting and learning alternate on the
+//!   same cores, which on a 2-core machine loses little against threads (both halves are torch
+//!   ops that already use every core) and makes a run a pure function of its seed: the resume
+//!   test depends on that.
+//! - **Replay stores frames plus keypoint centres.** The learner recomputes the front end's
+//!   features from each sampled frame with [`permakey::model::KeypointModel::features`] (the VAE
+//!   encoder only) and renders the heatmaps from the stored centres; the expensive LSP + PointNet
+//!   pass runs once per environment step, never per sample. Exact, since the front end is frozen.
+//! - **Checkpoints are episode cuts.** At every checkpoint the actor ends all running episodes as
+//!   truncated (their sequences go to replay), the learner, the replay table (snapshot), the
+//!   random generators and all logs are saved atomically, and the environments restart from
+//!   seeds derived from the run seed and the checkpoint number. A run that stops at a checkpoint
+//!   and is resumed therefore continues exactly as the uninterrupted run does; the price is one
+//!   truncated episode per environment and checkpoint (4 per 25k steps with the defaults).
+//! - **Evaluation** (spec 8): every `eval_every` agent steps after `learning_starts`, greedy
+//!   (epsilon 0) whole games on separate environments seeded per evaluation, LSTM reset per game,
+//!   raw scores; the final evaluation plays `final_eval_episodes` games after the budget.
+//! - **Parameter sync.** The actor holds its own copy of the online network and refreshes it
+//!   every `parameter_sync_every` vector steps (default 1: it acts with the newest parameters,
+//!   as the single-process reference does); at checkpoints it always refreshes.
+//!
+//! # Run folder
+//!
+//! `config.toml` (resolved, written by the CLI), `metrics.csv` (every 1000 agent steps and at
+//! checkpoints), `eval.csv`, `episodes.csv`, `learning_curve.png`, `final_scores.json`,
+//! `checkpoints/<step-N>/` + `checkpoints/latest`.
+
+pub mod actor;
+pub mod config;
+pub mod env;
+pub mod plot;
+pub mod run;
+pub mod toy;
+pub mod transport;
+
+pub use actor::{evaluate, front_end_shape, EpisodeRecord, VecActor};
+pub use config::TrainConfig;
+pub use env::{EnvStep, VecEnv};
+pub use run::{EnvFactory, EnvRole, EvalRecord, FinalScores, MetricsRow, Trainer, TrainerSettings};
+pub use transport::{LocalParameters, LocalReplay, ParameterSink, ParameterSource, Parameters, ReplayClient};

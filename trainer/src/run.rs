@@ -1,0 +1,519 @@
+//! [`Trainer`]: the embedded training loop, its run folder, checkpoints and resume.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use actor::SequenceWriterConfig;
+use agent::AgentConfig;
+use learner::{Learner, LearnerConfig};
+use permakey::model::KeypointModel;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use replay::{ReplayConfig, SamplingMode, SequenceReplay};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::{
+    actor::{evaluate, front_end_shape, EpisodeRecord, VecActor},
+    config::TrainConfig,
+    env::VecEnv,
+    plot,
+    transport::{LocalParameters, LocalReplay, ParameterSink, Parameters, ReplayClient},
+};
+
+/// Which environments a factory is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvRole {
+    /// `n` training environments (life loss ends an episode where the game has lives).
+    Train { num_envs: usize },
+    /// `n` evaluation environments (whole games).
+    Eval { num_envs: usize },
+}
+
+/// Builds environments for a role and a seed.
+pub type EnvFactory = Box<dyn FnMut(EnvRole, u64) -> anyhow::Result<Box<dyn VecEnv>>>;
+
+/// Everything the trainer is set up with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainerSettings {
+    pub train: TrainConfig,
+    pub agent: AgentConfig,
+    pub learner: LearnerConfig,
+    pub replay: ReplayConfig,
+    pub sequence: SequenceWriterConfig,
+}
+
+impl TrainerSettings {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.train.validate()?;
+        self.learner.validate()?;
+        self.replay.validate()?;
+        self.sequence.validate()?;
+        anyhow::ensure!(
+            self.sequence.sequence_length > self.learner.n_step,
+            "sequence.sequence_length ({}) must exceed learner.n_step ({}) for any position to have a target",
+            self.sequence.sequence_length,
+            self.learner.n_step
+        );
+        Ok(())
+    }
+}
+
+/// One periodic or final evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub agent_steps: u64,
+    pub updates: u64,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    pub returns: Vec<f32>,
+    pub lengths: Vec<u32>,
+}
+
+impl EvalRecord {
+    fn new(agent_steps: u64, updates: u64, results: &[(f32, u32)]) -> Self {
+        let returns: Vec<f32> = results.iter().map(|r| r.0).collect();
+        let n = returns.len().max(1) as f64;
+        let mean = returns.iter().map(|&r| f64::from(r)).sum::<f64>() / n;
+        let std = (returns.iter().map(|&r| (f64::from(r) - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let min = returns.iter().map(|&r| f64::from(r)).fold(f64::INFINITY, f64::min);
+        let max = returns.iter().map(|&r| f64::from(r)).fold(f64::NEG_INFINITY, f64::max);
+        Self { agent_steps, updates, mean, std, min, max, returns, lengths: results.iter().map(|r| r.1).collect() }
+    }
+}
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    pub agent_steps: u64,
+    pub updates: u64,
+    pub episodes: u64,
+    /// Mean raw return of the last (up to) 10 finished training games.
+    pub train_return: f64,
+    pub loss: f64,
+    pub mean_q: f64,
+    pub grad_norm: f64,
+    pub epsilon: f64,
+    pub replay_size: u64,
+    /// Not part of the reproducible state: wall-clock figures of this process.
+    pub agent_steps_per_s: f64,
+    pub updates_per_s: f64,
+}
+
+/// What a checkpoint stores next to the tensors and the replay snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    agent_steps: u64,
+    vector_steps: u64,
+    segment: u64,
+    actor_rng: (u128, [u8; 32]),
+    replay_rng: (u128, [u8; 32]),
+    optimizer_step: u64,
+    episodes: Vec<EpisodeRecord>,
+    evals: Vec<EvalRecord>,
+    metrics: Vec<MetricsRow>,
+    settings: TrainerSettings,
+}
+
+/// The final result (`final_scores.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinalScores {
+    pub agent_steps: u64,
+    pub frames: u64,
+    pub updates: u64,
+    pub episodes: u64,
+    pub final_eval: EvalRecord,
+    pub best_periodic_eval_mean: Option<f64>,
+    pub wall_seconds: f64,
+}
+
+const CHECKPOINT_KIND: &str = "trainer";
+const REPLAY_FILE: &str = "replay.snapshot";
+
+fn derive_seed(seed: u64, role: u64, index: u64) -> u64 {
+    let mut z = seed ^ role.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn rng_state(rng: &ChaCha8Rng) -> (u128, [u8; 32]) {
+    (rng.get_word_pos(), rng.get_seed())
+}
+
+fn rng_from(state: (u128, [u8; 32])) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::from_seed(state.1);
+    rng.set_word_pos(state.0);
+    rng
+}
+
+/// The embedded trainer: environments, batched keypoints, actor, replay and learner in one
+/// process, in lockstep (see the crate docs).
+pub struct Trainer {
+    settings: TrainerSettings,
+    seed: u64,
+    dir: PathBuf,
+    front: Box<dyn KeypointModel>,
+    envs: EnvFactory,
+    env: Box<dyn VecEnv>,
+    actor: VecActor,
+    learner: Learner,
+    replay: LocalReplay,
+    params: LocalParameters,
+    vector_steps: u64,
+    segment: u64,
+    episodes: Vec<EpisodeRecord>,
+    evals: Vec<EvalRecord>,
+    metrics: Vec<MetricsRow>,
+    window: Window,
+    started: Instant,
+    /// Stop after this many agent steps even if the budget is larger (tests of resume).
+    pub stop_at: Option<u64>,
+    /// Agent steps at the last checkpoint.
+    checkpointed_at: Option<u64>,
+}
+
+#[derive(Default)]
+struct Window {
+    loss: f64,
+    q: f64,
+    grad: f64,
+    updates: u64,
+    since: Option<(Instant, u64, u64)>,
+}
+
+impl Trainer {
+    /// A fresh run writing into `dir` (created; must not hold a run already), or the
+    /// continuation of the run in `dir` when `resume` is set.
+    pub fn new(settings: TrainerSettings, seed: u64, dir: &Path, front: Box<dyn KeypointModel>, mut envs: EnvFactory, resume: bool) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let checkpoints = dir.join("checkpoints");
+        let saved = if resume {
+            let loaded = permakey::checkpoint::load::<TrainerState>(&checkpoints, CHECKPOINT_KIND)
+                .map_err(|e| anyhow::anyhow!("cannot resume from {}: {e}", dir.display()))?;
+            Some(loaded)
+        } else {
+            anyhow::ensure!(
+                !checkpoints.exists(),
+                "{} already holds a run; pass --resume to continue it or choose another run name",
+                dir.display()
+            );
+            None
+        };
+        let settings = match &saved {
+            Some(loaded) => {
+                let mut s = loaded.meta.config.settings.clone();
+                // The budget may be raised on resume; nothing else may change.
+                s.train.agent_steps = settings.train.agent_steps.max(s.train.agent_steps);
+                s
+            }
+            None => settings,
+        };
+        fs::create_dir_all(dir)?;
+        let device = front.device();
+        let shape = front_end_shape(front.as_ref());
+        let segment = saved.as_ref().map_or(0, |l| l.meta.config.segment);
+        let env = envs(EnvRole::Train { num_envs: settings.train.num_envs }, derive_seed(seed, 1, segment))?;
+        let num_actions = env.num_actions() as i64;
+        tch::manual_seed(derive_seed(seed, 2, 0) as i64);
+        let learner = Learner::new(settings.learner.clone(), &settings.agent, shape, num_actions, device)?;
+        let mut sequence = settings.sequence.clone();
+        sequence.obs_shape = env.obs_shape();
+        sequence.keypoint_dims = 2 * shape.num_keypoints as usize;
+        sequence.recurrent_state_len = if settings.train.store_recurrent_state { 2 * agent::encoders::EMBEDDING as usize } else { 0 };
+        let actor = VecActor::new(&settings.agent, shape, num_actions, sequence, settings.train.num_envs, derive_seed(seed, 3, 0), settings.train.clip_rewards, device)?;
+        let replay = LocalReplay::new(settings.replay.clone(), derive_seed(seed, 4, 0))?;
+        let mut trainer = Self {
+            settings,
+            seed,
+            dir: dir.to_owned(),
+            front,
+            envs,
+            env,
+            actor,
+            learner,
+            replay,
+            params: LocalParameters::default(),
+            vector_steps: 0,
+            segment,
+            episodes: Vec::new(),
+            evals: Vec::new(),
+            metrics: Vec::new(),
+            window: Window::default(),
+            started: Instant::now(),
+            stop_at: None,
+            checkpointed_at: None,
+        };
+        if let Some(loaded) = saved {
+            let state = loaded.meta.config.clone();
+            let named: Vec<(String, tch::Tensor)> = loaded.tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+            trainer.learner.load_state(&named, loaded.meta.step, state.optimizer_step)?;
+            let table = SequenceReplay::load_snapshot(loaded.dir.join(REPLAY_FILE))?;
+            trainer.replay = LocalReplay::from_parts(table, rng_from(state.replay_rng));
+            trainer.actor.rng = rng_from(state.actor_rng);
+            trainer.actor.steps = state.agent_steps;
+            trainer.vector_steps = state.vector_steps;
+            trainer.episodes = state.episodes;
+            trainer.evals = state.evals;
+            trainer.metrics = state.metrics;
+            trainer.checkpointed_at = Some(state.agent_steps);
+            tracing::info!(agent_steps = state.agent_steps, updates = trainer.learner.updates(), "resumed from {}", loaded.dir.display());
+        }
+        trainer.publish()?;
+        trainer.actor.start(trainer.env.as_mut())?;
+        trainer.actor.sync(&trainer.params)?;
+        Ok(trainer)
+    }
+
+    pub fn settings(&self) -> &TrainerSettings {
+        &self.settings
+    }
+
+    pub fn agent_steps(&self) -> u64 {
+        self.actor.steps
+    }
+
+    pub fn learner(&self) -> &Learner {
+        &self.learner
+    }
+
+    pub fn evals(&self) -> &[EvalRecord] {
+        &self.evals
+    }
+
+    pub fn metrics(&self) -> &[MetricsRow] {
+        &self.metrics
+    }
+
+    pub fn episodes(&self) -> &[EpisodeRecord] {
+        &self.episodes
+    }
+
+    fn publish(&mut self) -> anyhow::Result<()> {
+        let (vs, _) = self.learner.online();
+        self.params.publish(Parameters::from_var_store(self.learner.updates(), vs)?)
+    }
+
+    /// Runs to the budget (or `stop_at`), then evaluates and writes the final files when the
+    /// budget was reached. Returns the final scores, or `None` when stopped early.
+    pub fn run(&mut self) -> anyhow::Result<Option<FinalScores>> {
+        let budget = self.settings.train.agent_steps;
+        let stop = self.stop_at.unwrap_or(budget).min(budget);
+        self.window.since = Some((Instant::now(), self.actor.steps, self.learner.updates()));
+        while self.actor.steps < stop {
+            self.iteration()?;
+        }
+        if self.actor.steps < budget {
+            if self.checkpointed_at != Some(self.actor.steps) {
+                self.checkpoint()?;
+            }
+            return Ok(None);
+        }
+        let finals = self.final_evaluation()?;
+        Ok(Some(finals))
+    }
+
+    /// One vector step of the actor, then the updates it made due.
+    fn iteration(&mut self) -> anyhow::Result<()> {
+        let t = self.settings.train.clone();
+        if self.vector_steps.is_multiple_of(t.parameter_sync_every) {
+            self.actor.sync(&self.params)?;
+        }
+        let before = self.actor.steps;
+        let epsilon = t.epsilon(before);
+        let finished = self.actor.step(self.env.as_mut(), self.front.as_ref(), &mut self.replay, epsilon)?;
+        self.vector_steps += 1;
+        self.episodes.extend(finished);
+        let now = self.actor.steps;
+        let mut updated = false;
+        while self.learner.updates() < t.updates_due(now) && !self.replay.is_empty() {
+            let batch = self.replay.sample(self.settings.learner.batch_size)?;
+            let stats = self.learner.update(self.front.as_ref(), &batch.items, &batch.weights)?;
+            if self.settings.replay.sampling == SamplingMode::Prioritized {
+                self.replay.update_priorities(&batch.keys, &stats.priorities)?;
+            }
+            self.window.loss += stats.loss;
+            self.window.q += stats.mean_q;
+            self.window.grad += stats.grad_norm;
+            self.window.updates += 1;
+            updated = true;
+        }
+        if updated {
+            self.publish()?;
+        }
+        let crossed = |every: u64| every > 0 && before / every != now / every;
+        if crossed(t.eval_every) && now >= t.learning_starts {
+            self.periodic_evaluation()?;
+        }
+        if crossed(t.checkpoint_every) && now < t.agent_steps {
+            self.checkpoint()?;
+        } else if crossed(1000) {
+            self.log_row(epsilon)?;
+        }
+        Ok(())
+    }
+
+    fn log_row(&mut self, epsilon: f64) -> anyhow::Result<()> {
+        if self.metrics.last().is_some_and(|row| row.agent_steps == self.actor.steps) {
+            // Already logged at this step (the final evaluation and its checkpoint both ask).
+            return self.write_logs();
+        }
+        let w = std::mem::take(&mut self.window);
+        let (since, steps0, updates0) = w.since.unwrap_or((self.started, 0, 0));
+        let secs = since.elapsed().as_secs_f64().max(1e-9);
+        let recent: Vec<f64> = self.episodes.iter().rev().take(10).map(|e| f64::from(e.game_return)).collect();
+        let per = |x: f64| if w.updates > 0 { x / w.updates as f64 } else { f64::NAN };
+        let row = MetricsRow {
+            agent_steps: self.actor.steps,
+            updates: self.learner.updates(),
+            episodes: self.episodes.len() as u64,
+            train_return: if recent.is_empty() { f64::NAN } else { recent.iter().sum::<f64>() / recent.len() as f64 },
+            loss: per(w.loss),
+            mean_q: per(w.q),
+            grad_norm: per(w.grad),
+            epsilon,
+            replay_size: self.replay.len() as u64,
+            agent_steps_per_s: (self.actor.steps - steps0) as f64 / secs,
+            updates_per_s: (self.learner.updates() - updates0) as f64 / secs,
+        };
+        tracing::info!(
+            steps = row.agent_steps,
+            updates = row.updates,
+            episodes = row.episodes,
+            train_return = format!("{:.1}", row.train_return),
+            loss = format!("{:.4}", row.loss),
+            q = format!("{:.3}", row.mean_q),
+            epsilon = format!("{:.3}", row.epsilon),
+            steps_per_s = format!("{:.1}", row.agent_steps_per_s),
+            "progress"
+        );
+        self.metrics.push(row);
+        self.window.since = Some((Instant::now(), self.actor.steps, self.learner.updates()));
+        self.write_logs()
+    }
+
+    fn eval_env(&mut self, index: u64) -> anyhow::Result<Box<dyn VecEnv>> {
+        let n = self.settings.train.eval_envs;
+        (self.envs)(EnvRole::Eval { num_envs: n }, derive_seed(self.seed, 5, index))
+    }
+
+    fn periodic_evaluation(&mut self) -> anyhow::Result<()> {
+        let index = self.evals.len() as u64;
+        let mut env = self.eval_env(index)?;
+        let (_, agent) = self.learner.online();
+        let results = evaluate(agent, self.front.as_ref(), env.as_mut(), self.settings.train.eval_episodes, 0.0, derive_seed(self.seed, 6, index))?;
+        let record = EvalRecord::new(self.actor.steps, self.learner.updates(), &results);
+        tracing::info!(steps = record.agent_steps, mean = format!("{:.1}", record.mean), std = format!("{:.1}", record.std), "evaluation");
+        self.evals.push(record);
+        self.write_logs()
+    }
+
+    fn final_evaluation(&mut self) -> anyhow::Result<FinalScores> {
+        self.log_row(self.settings.train.epsilon(self.actor.steps))?;
+        let mut env = self.eval_env(u64::MAX)?;
+        let (_, agent) = self.learner.online();
+        let results = evaluate(agent, self.front.as_ref(), env.as_mut(), self.settings.train.final_eval_episodes, 0.0, derive_seed(self.seed, 7, 0))?;
+        let final_eval = EvalRecord::new(self.actor.steps, self.learner.updates(), &results);
+        tracing::info!(mean = format!("{:.1}", final_eval.mean), std = format!("{:.1}", final_eval.std), "final evaluation");
+        let scores = FinalScores {
+            agent_steps: self.actor.steps,
+            frames: self.actor.steps * 4,
+            updates: self.learner.updates(),
+            episodes: self.episodes.len() as u64,
+            final_eval,
+            best_periodic_eval_mean: self.evals.iter().map(|e| e.mean).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
+            wall_seconds: self.started.elapsed().as_secs_f64(),
+        };
+        write_atomic(&self.dir.join("final_scores.json"), serde_json::to_string_pretty(&scores)?.as_bytes())?;
+        self.checkpoint()?;
+        Ok(scores)
+    }
+
+    /// Cuts every episode, saves learner, replay and counters, restarts the environments.
+    fn checkpoint(&mut self) -> anyhow::Result<()> {
+        self.actor.cut(&mut self.replay)?;
+        self.log_row(self.settings.train.epsilon(self.actor.steps))?;
+        let (named, updates, optimizer_step) = self.learner.state();
+        let state = TrainerState {
+            agent_steps: self.actor.steps,
+            vector_steps: self.vector_steps,
+            segment: self.segment + 1,
+            actor_rng: rng_state(&self.actor.rng),
+            replay_rng: self.replay.with(|s| rng_state(&s.rng)),
+            optimizer_step,
+            episodes: self.episodes.clone(),
+            evals: self.evals.clone(),
+            metrics: self.metrics.clone(),
+            settings: self.settings.clone(),
+        };
+        let replay = self.replay.clone();
+        let name = format!("step-{:09}", self.actor.steps);
+        permakey::checkpoint::save_named(&self.dir.join("checkpoints"), &name, CHECKPOINT_KIND, &state, named, updates, 0, serde_json::Value::Null, |tmp| {
+            replay.with(|s| s.table.save_snapshot(tmp.join(REPLAY_FILE))).map_err(|e| e.to_string())
+        })?;
+        self.segment += 1;
+        self.checkpointed_at = Some(self.actor.steps);
+        self.env = (self.envs)(EnvRole::Train { num_envs: self.settings.train.num_envs }, derive_seed(self.seed, 1, self.segment))?;
+        self.actor.start(self.env.as_mut())?;
+        self.actor.sync(&self.params)?;
+        tracing::info!("checkpoint {name}");
+        Ok(())
+    }
+
+    /// Rewrites `metrics.csv`, `eval.csv`, `episodes.csv` and `learning_curve.png`.
+    fn write_logs(&self) -> anyhow::Result<()> {
+        let mut csv = String::from("agent_steps,updates,episodes,train_return,loss,mean_q,grad_norm,epsilon,replay_size,agent_steps_per_s,updates_per_s\n");
+        for r in &self.metrics {
+            csv += &format!(
+                "{},{},{},{:.3},{:.6},{:.5},{:.4},{:.4},{},{:.2},{:.3}\n",
+                r.agent_steps, r.updates, r.episodes, r.train_return, r.loss, r.mean_q, r.grad_norm, r.epsilon, r.replay_size, r.agent_steps_per_s, r.updates_per_s
+            );
+        }
+        write_atomic(&self.dir.join("metrics.csv"), csv.as_bytes())?;
+        let mut csv = String::from("agent_steps,updates,mean,std,min,max,episodes\n");
+        for e in &self.evals {
+            csv += &format!("{},{},{:.2},{:.2},{:.1},{:.1},{}\n", e.agent_steps, e.updates, e.mean, e.std, e.min, e.max, e.returns.len());
+        }
+        write_atomic(&self.dir.join("eval.csv"), csv.as_bytes())?;
+        let mut csv = String::from("agent_steps,env,return,length\n");
+        for e in &self.episodes {
+            csv += &format!("{},{},{},{}\n", e.agent_steps, e.env, e.game_return, e.game_length);
+        }
+        write_atomic(&self.dir.join("episodes.csv"), csv.as_bytes())?;
+        let train: Vec<(f64, f64)> = self
+            .episodes
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let from = i.saturating_sub(9);
+                let window = &self.episodes[from..=i];
+                (e.agent_steps as f64, window.iter().map(|x| f64::from(x.game_return)).sum::<f64>() / window.len() as f64)
+            })
+            .collect();
+        let eval: Vec<(f64, f64)> = self.evals.iter().map(|e| (e.agent_steps as f64, e.mean)).collect();
+        plot::learning_curve(&self.dir.join("learning_curve.png"), &train, &eval, self.settings.train.agent_steps as f64)?;
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn device(&self) -> Device {
+        self.front.device()
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! The transports between the boxes, each one interface with an in-process implementation here
+//! and a gRPC one in the distributed system (issue 8): the actor writes sequences to a
+//! [`ReplayClient`] and pulls parameters from a [`ParameterSource`]; the learner samples from the
+//! same [`ReplayClient`] and publishes through a [`ParameterSink`].
+
+use std::sync::{Arc, Mutex};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use replay::{ReplayConfig, SampleKey, SampledBatch, Sequence, SequenceReplay};
+use tch::Tensor;
+
+/// The replay buffer as the actor and the learner see it.
+pub trait ReplayClient: Send {
+    /// Inserts sequences in order.
+    fn insert(&mut self, sequences: Vec<Sequence>) -> anyhow::Result<()>;
+    /// Samples `batch` sequences.
+    fn sample(&mut self, batch: usize) -> anyhow::Result<SampledBatch>;
+    /// Reports new priorities of sampled keys.
+    fn update_priorities(&mut self, keys: &[SampleKey], priorities: &[f64]) -> anyhow::Result<()>;
+    /// Sequences stored.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One published set of the learner's online parameters, as plain arrays (what goes on the wire).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parameters {
+    /// Learner updates behind these parameters.
+    pub version: u64,
+    /// `(name, shape, values)`, sorted by name.
+    pub arrays: Vec<(String, Vec<i64>, Vec<f32>)>,
+}
+
+impl Parameters {
+    /// Copies every variable of `vs` (all must be float).
+    pub fn from_var_store(version: u64, vs: &tch::nn::VarStore) -> anyhow::Result<Self> {
+        let mut arrays = Vec::new();
+        for (name, t) in learner::named_cpu_copies(vs) {
+            let values = Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).flatten(0, -1))?;
+            arrays.push((name, t.size(), values));
+        }
+        Ok(Self { version, arrays })
+    }
+
+    /// Loads into `vs`, which must have exactly these variables and shapes.
+    pub fn load_into(&self, vs: &mut tch::nn::VarStore) -> anyhow::Result<()> {
+        let named = self
+            .arrays
+            .iter()
+            .map(|(name, shape, values)| (name.clone(), Tensor::from_slice(values).view(shape.as_slice())))
+            .collect();
+        learner::load_named(vs, &named, "actor parameters")?;
+        Ok(())
+    }
+}
+
+/// Where the actor gets parameters from.
+pub trait ParameterSource: Send {
+    /// The newest parameters if their version is above `have`.
+    fn fetch_newer(&self, have: Option<u64>) -> anyhow::Result<Option<Arc<Parameters>>>;
+}
+
+/// Where the learner publishes parameters.
+pub trait ParameterSink: Send {
+    fn publish(&self, parameters: Parameters) -> anyhow::Result<()>;
+}
+
+/// In-process replay: the replay library behind a mutex, sampled with a seeded generator.
+#[derive(Clone)]
+pub struct LocalReplay {
+    inner: Arc<Mutex<LocalReplayState>>,
+}
+
+pub(crate) struct LocalReplayState {
+    pub(crate) table: SequenceReplay,
+    pub(crate) rng: ChaCha8Rng,
+}
+
+impl LocalReplay {
+    pub fn new(config: ReplayConfig, seed: u64) -> anyhow::Result<Self> {
+        Ok(Self::from_parts(SequenceReplay::new(config)?, ChaCha8Rng::seed_from_u64(seed)))
+    }
+
+    pub(crate) fn from_parts(table: SequenceReplay, rng: ChaCha8Rng) -> Self {
+        Self { inner: Arc::new(Mutex::new(LocalReplayState { table, rng })) }
+    }
+
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut LocalReplayState) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
+
+impl ReplayClient for LocalReplay {
+    fn insert(&mut self, sequences: Vec<Sequence>) -> anyhow::Result<()> {
+        self.with(|s| sequences.into_iter().try_for_each(|seq| s.table.insert(seq).map(|_| ())))?;
+        Ok(())
+    }
+
+    fn sample(&mut self, batch: usize) -> anyhow::Result<SampledBatch> {
+        Ok(self.with(|s| s.table.sample(batch, &mut s.rng))?)
+    }
+
+    fn update_priorities(&mut self, keys: &[SampleKey], priorities: &[f64]) -> anyhow::Result<()> {
+        self.with(|s| s.table.update_priorities(keys, priorities))?;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.with(|s| s.table.len())
+    }
+}
+
+/// In-process parameter board: the learner publishes, actors fetch the newest.
+#[derive(Clone, Default)]
+pub struct LocalParameters {
+    latest: Arc<Mutex<Option<Arc<Parameters>>>>,
+}
+
+impl ParameterSource for LocalParameters {
+    fn fetch_newer(&self, have: Option<u64>) -> anyhow::Result<Option<Arc<Parameters>>> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(latest.as_ref().filter(|p| have.is_none_or(|v| p.version > v)).cloned())
+    }
+}
+
+impl ParameterSink for LocalParameters {
+    fn publish(&self, parameters: Parameters) -> anyhow::Result<()> {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(parameters));
+        Ok(())
+    }
+}
