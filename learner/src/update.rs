@@ -237,6 +237,14 @@ impl Learner {
     pub fn update(&mut self, front: &dyn KeypointModel, sequences: &[Arc<Sequence>], weights: &[f32]) -> Result<UpdateStats, LearnerError> {
         let k = front.num_keypoints();
         let device = self.online_vs.device();
+        let num_actions = self.online.num_actions();
+        for (i, s) in sequences.iter().enumerate() {
+            if let Some((t, a)) = s.actions.iter().enumerate().find(|&(_, &a)| i64::from(a) >= num_actions) {
+                return Err(LearnerError::InvalidArgument(format!(
+                    "sequence {i} of the batch has action {a} at step {t}; the network has {num_actions} actions"
+                )));
+            }
+        }
         let batch = sequence_tensors(sequences, k, self.config.n_step, device)?;
         if weights.len() != sequences.len() {
             return Err(LearnerError::InvalidArgument(format!("{} weights for {} sequences", weights.len(), sequences.len())));
@@ -327,4 +335,154 @@ pub fn load_named(vs: &mut nn::VarStore, named: &std::collections::BTreeMap<Stri
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use permakey::model::KeypointOutput;
+    use replay::testing::SequenceBuilder;
+
+    use super::*;
+
+    /// A front end over 8x8x3 frames whose features are the frames themselves; it records how
+    /// many frames each `features` call saw.
+    struct CountingFront {
+        seen: Mutex<Vec<i64>>,
+    }
+
+    impl KeypointModel for CountingFront {
+        fn num_keypoints(&self) -> i64 {
+            2
+        }
+        fn image_size(&self) -> i64 {
+            8
+        }
+        fn keypoints(&self, frames: &Tensor) -> KeypointOutput {
+            let b = frames.size()[0];
+            let centres = Tensor::zeros([b, 2, 2], (Kind::Float, Device::Cpu));
+            let heatmaps = permakey::keypoints::gaussian_maps(&centres, 8, 8, 0.15);
+            KeypointOutput { centres, heatmaps, features: frames.shallow_clone() }
+        }
+        fn features(&self, frames: &Tensor) -> Tensor {
+            self.seen.lock().unwrap().push(frames.size()[0]);
+            frames.shallow_clone()
+        }
+        fn gauss_std(&self) -> f64 {
+            0.15
+        }
+        fn device(&self) -> Device {
+            Device::Cpu
+        }
+    }
+
+    const SHAPE: [usize; 3] = [8, 8, 3];
+
+    fn full() -> Arc<Sequence> {
+        Arc::new(SequenceBuilder::new(12).obs_shape(SHAPE).keypoints(4).build())
+    }
+
+    /// 7 valid steps then 5 padding steps, cut by truncation, 2 burn-in steps.
+    fn cut() -> Arc<Sequence> {
+        Arc::new(SequenceBuilder::new(12).obs_shape(SHAPE).keypoints(4).padded_steps(5).truncated(true).burn_in(2).build())
+    }
+
+    fn row(t: &Tensor, b: i64) -> Vec<f32> {
+        Vec::<f32>::try_from(t.get(b).to_kind(Kind::Float)).unwrap()
+    }
+
+    #[test]
+    fn batches_hold_only_valid_frames_and_mask_what_cannot_learn() {
+        let batch = sequence_tensors(&[full(), cut()], 2, 3, Device::Cpu).unwrap();
+        assert_eq!(batch.frames.size(), [12 + 7, 3, 8, 8]);
+        let index = Vec::<i64>::try_from(&batch.valid_index).unwrap();
+        assert_eq!(index, (0..12).chain(12..19).collect::<Vec<i64>>());
+        // Step t's frame bytes all equal t (the builder's pattern), scaled to [0, 1].
+        let first_pixel = |i: i64| batch.frames.get(i).max().double_value(&[]) * 255.0;
+        assert!((first_pixel(5) - 5.0).abs() < 1e-3 && (first_pixel(12 + 6) - 6.0).abs() < 1e-3);
+        assert_eq!(row(&batch.position_mask, 0), vec![1.0; 12]);
+        // Truncated with 7 valid steps and n = 3: o_{t+3} must be stored, so t < 4; burn-in t >= 2.
+        assert_eq!(row(&batch.position_mask, 1), vec![0., 0., 1., 1., 0., 0., 0., 0., 0., 0., 0., 0.]);
+        assert_eq!(row(&batch.stops, 0), vec![0.0; 12]);
+        let mut stops = vec![0.0; 12];
+        stops[2] = 1.0;
+        assert_eq!(row(&batch.stops, 1), stops);
+        assert_eq!(batch.centres.size(), [2, 12, 2, 2]);
+        assert_eq!(batch.state.h.size(), [2, 128]);
+        assert_eq!(batch.state.h.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn a_stored_recurrent_state_starts_the_lstm() {
+        let state: Vec<f32> = (0..256).map(|i| i as f32 / 256.0).collect();
+        let with_state = Arc::new(SequenceBuilder::new(12).obs_shape(SHAPE).keypoints(4).recurrent_state(state.clone()).build());
+        let batch = sequence_tensors(&[with_state], 2, 3, Device::Cpu).unwrap();
+        assert_eq!(row(&batch.state.h, 0), state[..128].to_vec());
+        assert_eq!(row(&batch.state.c, 0), state[128..].to_vec());
+    }
+
+    #[test]
+    fn mismatched_batches_are_refused_with_a_reason() {
+        let other_keypoints = Arc::new(SequenceBuilder::new(12).obs_shape(SHAPE).keypoints(6).build());
+        let err = sequence_tensors(&[full(), other_keypoints], 2, 3, Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("sequence 1") && err.contains("keypoint"), "{err}");
+        let shorter = Arc::new(SequenceBuilder::new(10).obs_shape(SHAPE).keypoints(4).build());
+        let err = sequence_tensors(&[full(), shorter], 2, 3, Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("sequence 1 of the batch has 10 steps"), "{err}");
+        assert!(sequence_tensors(&[], 2, 3, Device::Cpu).is_err());
+    }
+
+    fn learner(encoder: agent::EncoderKind) -> Learner {
+        tch::manual_seed(3);
+        let front = FrontEndShape { num_keypoints: 2, feature_channels: 3, feature_size: 8, gauss_std: 0.15 };
+        let agent = AgentConfig { encoder, cnn_channels: 4, ..AgentConfig::default() };
+        // The builder's step t takes action t: 12 actions cover a 12-step sequence.
+        Learner::new(LearnerConfig { learning_rate: 1e-3, ..LearnerConfig::default() }, &agent, front, 12, Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn padding_never_reaches_the_front_end_and_updates_fit_a_fixed_batch() {
+        let front = CountingFront { seen: Mutex::new(Vec::new()) };
+        let mut learner = learner(agent::EncoderKind::Cnn);
+        let batch = [full(), cut()];
+        let first = learner.update(&front, &batch, &[1.0, 1.0]).unwrap();
+        assert_eq!(*front.seen.lock().unwrap(), vec![19], "only the 12 + 7 valid frames are encoded");
+        // Positions with a target: full sequence t < 9 (o_{t+3} stored), cut one t in {2, 3}.
+        assert_eq!(first.trained_positions, 9 + 2);
+        assert_eq!(first.priorities.len(), 2);
+        assert!(first.loss.is_finite() && first.grad_norm > 0.0);
+        let mut last = first.loss;
+        for _ in 0..150 {
+            last = learner.update(&front, &batch, &[1.0, 1.0]).unwrap().loss;
+        }
+        assert!(last < 0.5 * first.loss, "TD loss on a fixed batch: {} -> {last}", first.loss);
+        assert_eq!(learner.updates(), 151);
+        let err = learner.update(&front, &batch, &[1.0]).unwrap_err().to_string();
+        assert!(err.contains("1 weights for 2 sequences"), "{err}");
+        let long = Arc::new(SequenceBuilder::new(14).obs_shape(SHAPE).keypoints(4).build());
+        let err = learner.update(&front, &[long], &[1.0]).unwrap_err().to_string();
+        assert!(err.contains("action 12 at step 12; the network has 12 actions"), "{err}");
+    }
+
+    #[test]
+    fn state_round_trips_into_a_fresh_learner() {
+        let front = CountingFront { seen: Mutex::new(Vec::new()) };
+        let mut a = learner(agent::EncoderKind::Gnn);
+        for _ in 0..3 {
+            a.update(&front, &[full(), cut()], &[1.0, 0.5]).unwrap();
+        }
+        let (named, updates, step) = a.state();
+        let mut b = learner(agent::EncoderKind::Gnn);
+        b.load_state(&named, updates, step).unwrap();
+        let next_a = a.update(&front, &[full()], &[1.0]).unwrap();
+        let next_b = b.update(&front, &[full()], &[1.0]).unwrap();
+        assert_eq!(next_a.loss, next_b.loss);
+        for ((na, ta), (nb, tb)) in a.parameters().iter().zip(&b.parameters()) {
+            assert_eq!(na, nb);
+            assert!(ta.equal(tb), "{na}");
+        }
+        let missing: Vec<(String, Tensor)> = named.into_iter().filter(|(n, _)| !n.starts_with("target.")).collect();
+        assert!(learner(agent::EncoderKind::Gnn).load_state(&missing, 3, 3).unwrap_err().to_string().contains("target network"));
+    }
 }
