@@ -170,8 +170,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(scores) => {
                     let e = &scores.final_eval;
                     println!(
-                        "final evaluation on {} after {} agent steps ({} frames), {} updates: mean return {:.1} (std {:.1}, min {}, max {}) over {} games",
-                        config.env.game, scores.agent_steps, scores.frames, scores.updates, e.mean, e.std, e.min, e.max, e.returns.len()
+                        "final evaluation on {} after {} agent steps ({} frames), {} updates: score {:.1} (std {:.1}; median over {} evaluation seeds of the mean of {} greedy games; that seed's min {}, max {})",
+                        config.env.game,
+                        scores.agent_steps,
+                        scores.frames,
+                        scores.updates,
+                        scores.score,
+                        scores.score_std,
+                        scores.final_eval_per_seed.len(),
+                        e.returns.len(),
+                        e.min,
+                        e.max
                     );
                     println!(
                         "plots and logs: {0}/learning_curve.png, {0}/metrics.csv, {0}/eval.csv, {0}/final_scores.json; checkpoints in {0}/checkpoints",

@@ -1,7 +1,7 @@
 //! `permakey-rl run`: the embedded keypoint-agent training run (issue 7).
 //!
 //! 1. The keypoint front end: `keypoints.checkpoint` if set; otherwise (or from an earlier attempt
-//!    of the same run folder) `collect.keypoint_frames` random-policy frames are collected and the
+//!    of the same run folder) `keypoints.pretrain_frames` random-policy frames are collected and the
 //!    model is pre-trained on them for `pretrain.steps` batches, inside the run folder.
 //! 2. The agent trains on `env.game` with the embedded [`trainer::Trainer`] for the budget
 //!    (`train.agent_steps`, or the preset's), evaluating as the spec says.
@@ -39,11 +39,13 @@ impl KeypointModel for LoadedModel {
     }
 }
 
-/// The front end for `dir`'s run: the configured checkpoint, or one pre-trained in `dir`.
-pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<LoadedModel> {
+/// The front end for `dir`'s run: the configured checkpoint, or one pre-trained in `dir`; with
+/// the number of pre-training frames when this run collected them.
+pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<(LoadedModel, Option<u64>)> {
     let device = permakey::resolve_device(config.device)?;
     if let Some(path) = &config.keypoints.checkpoint {
-        return LoadedModel::load(path, device).with_context(|| format!("keypoints.checkpoint {}", path.display()));
+        let model = LoadedModel::load(path, device).with_context(|| format!("keypoints.checkpoint {}", path.display()))?;
+        return Ok((model, None));
     }
     let kind = match config.keypoints.model {
         KeypointModelKind::Permakey => ModelKind::Permakey,
@@ -53,16 +55,16 @@ pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<LoadedModel> {
     let checkpoints = trained.join("checkpoints");
     if permakey::checkpoint::resolve(&checkpoints).is_err() {
         anyhow::ensure!(
-            config.collect.keypoint_frames > 0,
-            "no keypoint model: set keypoints.checkpoint to a pre-trained model or collect.keypoint_frames > 0 to pre-train one"
+            config.keypoints.pretrain_frames > 0,
+            "no keypoint model: set keypoints.checkpoint to a pre-trained model or keypoints.pretrain_frames > 0 to pre-train one"
         );
         let data = dir.join("keypoint-data");
         if !data.join("manifest.json").is_file() {
-            keypoints::collect(config, config.collect.keypoint_frames, &data)?;
+            keypoints::collect(config, config.keypoints.pretrain_frames, &data)?;
         }
         keypoints::train(config, kind, &data, &trained, false)?;
     }
-    LoadedModel::load(&checkpoints, device)
+    Ok((LoadedModel::load(&checkpoints, device)?, Some(config.keypoints.pretrain_frames)))
 }
 
 /// Atari environments of `config` for the trainer.
@@ -84,7 +86,7 @@ pub fn atari_envs(config: &Config) -> anyhow::Result<EnvFactory> {
 
 /// Trains (or resumes) the agent in `dir`; returns the final scores.
 pub fn train_agent(config: &Config, dir: &Path, resume: bool) -> anyhow::Result<Option<FinalScores>> {
-    let front = front_end(config, dir)?;
+    let (front, pretrain_frames) = front_end(config, dir)?;
     anyhow::ensure!(
         front.image_size() == i64::from(config.env.obs_height) && config.env.obs_height == config.env.obs_width && !config.env.grayscale,
         "the keypoint model takes {0}x{0} RGB frames; env gives {1}x{2} {3}",
@@ -95,5 +97,6 @@ pub fn train_agent(config: &Config, dir: &Path, resume: bool) -> anyhow::Result<
     );
     let envs = atari_envs(config)?;
     let mut trainer = Trainer::new(config.trainer_settings(), config.run.seed, dir, Box::new(front), envs, resume)?;
+    trainer.keypoint_pretrain_frames = pretrain_frames;
     trainer.run()
 }

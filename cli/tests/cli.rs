@@ -25,6 +25,48 @@ fn run_writes_a_complete_run_folder() {
     assert!(resolved.contains("game = \"breakout\"") || resolved.contains("game = \"Breakout\""), "{resolved}");
 }
 
+/// `run` end to end at toy sizes: pre-training, agent training, final evaluation, run folder;
+/// then `--resume` with a raised budget continues the same run.
+#[test]
+fn run_trains_the_agent_and_resume_extends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = format!("run.out_dir={}", dir.path().display());
+    let quick = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/quick.toml");
+    let common = [
+        "--config", quick, "--set", out_dir.as_str(), "--set", "run.name=agent", "--set", "keypoints.pretrain_frames=256",
+        "--set", "pretrain.steps=4", "--set", "pretrain.checkpoint_every=4", "--set", "pretrain.progress=false",
+        "--set", "env.max_episode_steps=100", "--set", "train.num_envs=4", "--set", "train.learning_starts=80",
+        "--set", "train.eval_every=0", "--set", "train.final_eval_episodes=1", "--set", "train.eval_envs=1",
+        "--set", "train.checkpoint_every=0", "--set", "learner.batch_size=4", "--set", "agent.cnn_channels=4",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> { common.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let args = with(&["--set", "train.agent_steps=160", "run"]);
+    let (ok, stdout, stderr) = permakey_rl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("final evaluation on MsPacman after 160 agent steps (640 frames), 20 updates: score"), "{stdout}");
+    let run = dir.path().join("agent");
+    for file in ["config.toml", "metrics.csv", "eval.csv", "episodes.csv", "learning_curve.png", "final_scores.json", "checkpoints/latest", "permakey/checkpoints/latest"] {
+        assert!(run.join(file).exists(), "{file} missing");
+    }
+    let scores: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("final_scores.json")).unwrap()).unwrap();
+    assert_eq!(scores["agent_steps"], 160);
+    assert_eq!(scores["keypoint_pretrain_frames"], 256);
+
+    let args = with(&["--set", "train.agent_steps=240", "run", "--resume"]);
+    let (ok, stdout, stderr) = permakey_rl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("after 240 agent steps (960 frames), 40 updates"), "{stdout}");
+    let scores: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("final_scores.json")).unwrap()).unwrap();
+    assert_eq!(scores["agent_steps"], 240);
+
+    let args = with(&["--set", "run.name=", "run", "--resume"]);
+    let (ok, _, stderr) = permakey_rl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok && stderr.trim().starts_with("error: --resume needs the run's name"), "{stderr}");
+    let args = with(&["--set", "run.name=nothing-here", "run", "--resume"]);
+    let (ok, _, stderr) = permakey_rl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok && stderr.contains("no run folder") && stderr.lines().count() == 1, "{stderr}");
+}
+
 #[test]
 fn record_writes_gif_and_png_for_given_actions() {
     let dir = tempfile::tempdir().unwrap();

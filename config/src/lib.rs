@@ -101,14 +101,24 @@ pub enum KeypointModelKind {
 }
 
 /// The agent's keypoint front end.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeypointsConfig {
     /// `permakey` (default) or `transporter`.
     pub model: KeypointModelKind,
-    /// Checkpoint folder of a pre-trained model; empty = `run` collects `collect.keypoint_frames`
-    /// random-policy frames and pre-trains one for `pretrain.steps` batches first.
+    /// Checkpoint folder of a pre-trained model; empty = `run` collects `pretrain_frames`
+    /// random-policy frames and pre-trains one for `pretrain.steps` (or
+    /// `pretrain_transporter.steps`) batches first.
     pub checkpoint: Option<PathBuf>,
+    /// Random-policy frames `run` collects for pre-training when no checkpoint is given (spec 9b:
+    /// 100k per game, counted apart from the RL budget).
+    pub pretrain_frames: u64,
+}
+
+impl Default for KeypointsConfig {
+    fn default() -> Self {
+        Self { model: KeypointModelKind::default(), checkpoint: None, pretrain_frames: 100_000 }
+    }
 }
 
 /// Log output.
@@ -248,7 +258,6 @@ impl Config {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
-    /// The evaluation environment of this run: whole games, same time limit and noise.
     /// Agent steps of RL: `train.agent_steps`, or the preset's budget when that is 0.
     pub fn agent_steps(&self) -> u64 {
         if self.train.agent_steps > 0 { self.train.agent_steps } else { self.preset.budget().agent_steps }
@@ -265,6 +274,7 @@ impl Config {
         }
     }
 
+    /// The evaluation environment of this run: whole games, same time limit and noise.
     pub fn eval_env(&self) -> EnvConfig {
         EnvConfig { terminal_on_life_loss: false, ..self.env.clone() }
     }

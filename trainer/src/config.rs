@@ -32,8 +32,12 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Episodes per periodic evaluation (spec: 10).
     pub eval_episodes: usize,
-    /// Episodes of the final evaluation (spec: 10 per evaluation seed).
+    /// Episodes of the final evaluation per evaluation seed (spec: 10).
     pub final_eval_episodes: usize,
+    /// Evaluation seeds of the final evaluation (spec 8: the README's 1..5, environments seeded
+    /// with 2s); an odd number, so the median seed exists. The reported score is the median over
+    /// seeds of the per-seed mean, with that seed's standard deviation.
+    pub final_eval_seeds: Vec<u64>,
     /// Parallel environments of an evaluation.
     pub eval_envs: usize,
     /// Agent steps between checkpoints (0 = only at the end). Checkpoints cut every running
@@ -59,6 +63,7 @@ impl Default for TrainConfig {
             eval_every: 10_000,
             eval_episodes: 10,
             final_eval_episodes: 10,
+            final_eval_seeds: vec![1, 2, 3, 4, 5],
             eval_envs: 5,
             checkpoint_every: 25_000,
             clip_rewards: true,
@@ -74,6 +79,11 @@ impl TrainConfig {
         anyhow::ensure!(self.parameter_sync_every > 0, "train.parameter_sync_every must be at least 1");
         anyhow::ensure!(self.eval_envs > 0, "train.eval_envs must be at least 1");
         anyhow::ensure!(self.final_eval_episodes > 0, "train.final_eval_episodes must be at least 1");
+        anyhow::ensure!(
+            self.final_eval_seeds.len() % 2 == 1,
+            "train.final_eval_seeds must hold an odd number of seeds (the score is the median seed's), got {}",
+            self.final_eval_seeds.len()
+        );
         for (name, v) in [("epsilon_start", self.epsilon_start), ("epsilon_end", self.epsilon_end)] {
             anyhow::ensure!((0.0..=1.0).contains(&v), "train.{name} must lie in [0, 1], got {v}");
         }

@@ -88,16 +88,35 @@ impl EvalRecord {
     }
 }
 
-/// One row of `metrics.csv`.
+/// NaN ("nothing measured yet") as JSON `null` and back: JSON has no NaN, and a checkpoint's
+/// metrics rows must read back as they were written.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_nan() { serializer.serialize_none() } else { serializer.serialize_some(value) }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// One row of `metrics.csv` (NaN where nothing was measured in the window: no finished game, no
+/// update).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricsRow {
     pub agent_steps: u64,
     pub updates: u64,
     pub episodes: u64,
     /// Mean raw return of the last (up to) 10 finished training games.
+    #[serde(with = "nan_as_null")]
     pub train_return: f64,
+    #[serde(with = "nan_as_null")]
     pub loss: f64,
+    #[serde(with = "nan_as_null")]
     pub mean_q: f64,
+    #[serde(with = "nan_as_null")]
     pub grad_norm: f64,
     pub epsilon: f64,
     pub replay_size: u64,
@@ -128,10 +147,23 @@ pub struct FinalScores {
     pub frames: u64,
     pub updates: u64,
     pub episodes: u64,
+    /// The final evaluation's score (spec 8): the median over `final_eval_seeds` of the per-seed
+    /// mean return, and the standard deviation of that median seed.
+    pub score: f64,
+    pub score_std: f64,
+    /// The median seed's evaluation.
     pub final_eval: EvalRecord,
+    /// Every seed's evaluation, in the order of `final_eval_seeds`.
+    pub final_eval_per_seed: Vec<(u64, EvalRecord)>,
     pub best_periodic_eval_mean: Option<f64>,
+    /// Random-policy frames the keypoint model was pre-trained on (spec 9b: reported apart from
+    /// the RL budget); `None` when the caller did not say (a given checkpoint).
+    pub keypoint_pretrain_frames: Option<u64>,
     pub wall_seconds: f64,
 }
+
+/// Serialises seeding libtorch's global generator and initialising the networks (see [`Trainer::new`]).
+static NETWORK_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const CHECKPOINT_KIND: &str = "trainer";
 const REPLAY_FILE: &str = "replay.snapshot";
@@ -175,6 +207,8 @@ pub struct Trainer {
     started: Instant,
     /// Stop after this many agent steps even if the budget is larger (tests of resume).
     pub stop_at: Option<u64>,
+    /// Written to `final_scores.json` as `keypoint_pretrain_frames`.
+    pub keypoint_pretrain_frames: Option<u64>,
     /// Agent steps at the last checkpoint.
     checkpointed_at: Option<u64>,
 }
@@ -221,6 +255,10 @@ impl Trainer {
         let segment = saved.as_ref().map_or(0, |l| l.meta.config.segment);
         let env = envs(EnvRole::Train { num_envs: settings.train.num_envs }, derive_seed(seed, 1, segment))?;
         let num_actions = env.num_actions() as i64;
+        // libtorch's generator is global to the process: hold a lock from seeding it until the
+        // networks are initialised, so trainers built on other threads at the same time (tests,
+        // a sweep in one process) cannot draw from it in between and change these weights.
+        let init_guard = NETWORK_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         tch::manual_seed(derive_seed(seed, 2, 0) as i64);
         let learner = Learner::new(settings.learner.clone(), &settings.agent, shape, num_actions, device)?;
         let mut sequence = settings.sequence.clone();
@@ -228,6 +266,7 @@ impl Trainer {
         sequence.keypoint_dims = 2 * shape.num_keypoints as usize;
         sequence.recurrent_state_len = if settings.train.store_recurrent_state { 2 * agent::encoders::EMBEDDING as usize } else { 0 };
         let actor = VecActor::new(&settings.agent, shape, num_actions, sequence, settings.train.num_envs, derive_seed(seed, 3, 0), settings.train.clip_rewards, device)?;
+        drop(init_guard);
         let replay = LocalReplay::new(settings.replay.clone(), derive_seed(seed, 4, 0))?;
         let mut trainer = Self {
             settings,
@@ -248,6 +287,7 @@ impl Trainer {
             window: Window::default(),
             started: Instant::now(),
             stop_at: None,
+            keypoint_pretrain_frames: None,
             checkpointed_at: None,
         };
         if let Some(loaded) = saved {
@@ -416,18 +456,31 @@ impl Trainer {
 
     fn final_evaluation(&mut self) -> anyhow::Result<FinalScores> {
         self.log_row(self.settings.train.epsilon(self.actor.steps))?;
-        let mut env = self.eval_env(u64::MAX)?;
-        let (_, agent) = self.learner.online();
-        let results = evaluate(agent, self.front.as_ref(), env.as_mut(), self.settings.train.final_eval_episodes, 0.0, derive_seed(self.seed, 7, 0))?;
-        let final_eval = EvalRecord::new(self.actor.steps, self.learner.updates(), &results);
-        tracing::info!(mean = format!("{:.1}", final_eval.mean), std = format!("{:.1}", final_eval.std), "final evaluation");
+        let t = self.settings.train.clone();
+        let mut per_seed = Vec::new();
+        for &eval_seed in &t.final_eval_seeds {
+            // Spec 8: the environments of evaluation seed s are seeded with 2s.
+            let mut env = (self.envs)(EnvRole::Eval { num_envs: t.eval_envs }, 2 * eval_seed)?;
+            let (_, agent) = self.learner.online();
+            let results = evaluate(agent, self.front.as_ref(), env.as_mut(), t.final_eval_episodes, 0.0, derive_seed(self.seed, 7, eval_seed))?;
+            let record = EvalRecord::new(self.actor.steps, self.learner.updates(), &results);
+            tracing::info!(seed = eval_seed, mean = format!("{:.1}", record.mean), std = format!("{:.1}", record.std), "final evaluation");
+            per_seed.push((eval_seed, record));
+        }
+        let mut order: Vec<usize> = (0..per_seed.len()).collect();
+        order.sort_by(|&a, &b| per_seed[a].1.mean.total_cmp(&per_seed[b].1.mean));
+        let final_eval = per_seed[order[order.len() / 2]].1.clone();
         let scores = FinalScores {
+            score: final_eval.mean,
+            score_std: final_eval.std,
+            final_eval_per_seed: per_seed,
             agent_steps: self.actor.steps,
             frames: self.actor.steps * 4,
             updates: self.learner.updates(),
             episodes: self.episodes.len() as u64,
             final_eval,
             best_periodic_eval_mean: self.evals.iter().map(|e| e.mean).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
+            keypoint_pretrain_frames: self.keypoint_pretrain_frames,
             wall_seconds: self.started.elapsed().as_secs_f64(),
         };
         write_atomic(&self.dir.join("final_scores.json"), serde_json::to_string_pretty(&scores)?.as_bytes())?;
@@ -516,4 +569,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     fs::write(&tmp, bytes)?;
     fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_rows_with_nothing_measured_round_trip_through_json() {
+        let row = MetricsRow { agent_steps: 1000, train_return: f64::NAN, loss: f64::NAN, mean_q: 0.25, ..MetricsRow::default() };
+        let text = serde_json::to_string(&row).unwrap();
+        assert!(text.contains(r#""loss":null"#) && text.contains(r#""mean_q":0.25"#), "{text}");
+        let back: MetricsRow = serde_json::from_str(&text).unwrap();
+        assert!(back.loss.is_nan() && back.train_return.is_nan());
+        assert_eq!((back.agent_steps, back.mean_q, back.grad_norm), (1000, 0.25, 0.0));
+    }
 }

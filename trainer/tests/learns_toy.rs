@@ -82,7 +82,9 @@ fn cnn_agent_reaches_the_optimal_return() {
 
 #[test]
 fn a_resumed_run_continues_exactly() {
-    tch::set_num_threads(1);
+    // libtorch's thread count is global to the process and float reductions depend on it: both
+    // tests of this file set the same count, so neither changes it under the other's runs.
+    tch::set_num_threads(2);
     let budget = 900;
     let mut s = settings(budget, EncoderKind::Gnn);
     s.train.learning_starts = 100;
@@ -106,9 +108,8 @@ fn a_resumed_run_continues_exactly() {
     let final_c = c.run().unwrap().unwrap();
 
     assert_eq!(final_a.updates, final_c.updates);
-    assert_eq!(final_a.final_eval.returns, final_c.final_eval.returns);
-    assert_eq!(a.evals(), c.evals());
     assert_eq!(a.episodes(), c.episodes());
+    assert_eq!(a.evals(), c.evals());
     let strip = |rows: &[trainer::MetricsRow]| -> Vec<(u64, u64, u64, String, String)> {
         rows.iter().map(|r| (r.agent_steps, r.updates, r.episodes, format!("{:.9}", r.loss), format!("{:.9}", r.mean_q))).collect()
     };
@@ -119,4 +120,5 @@ fn a_resumed_run_continues_exactly() {
         assert_eq!(na, nc);
         assert!(ta.equal(tc), "parameter {na} differs after resume");
     }
+    assert_eq!(final_a.final_eval_per_seed, final_c.final_eval_per_seed);
 }
