@@ -126,7 +126,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     print!("{table}");
-    std::fs::create_dir_all("target/bench")?;
-    std::fs::write("target/bench/trainer.md", &table)?;
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("trainer.md"), &table)?;
     Ok(())
 }
