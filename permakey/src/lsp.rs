@@ -222,17 +222,22 @@ mod tests {
             Tensor::rand([2, 8, 16, 16], (Kind::Float, Device::Cpu)) * 3.0,
             Tensor::rand([2, 8, 8, 8], (Kind::Float, Device::Cpu)),
         ];
+        // Both networks get the same weights by copying, not by reseeding the global RNG, which
+        // the tests running in parallel share.
+        let reference = nn::VarStore::new(Device::Cpu);
+        let config = |normaliser| PermaKeyConfig {
+            image_size: 16,
+            encoder_filters: [8, 8, 8, 8],
+            lsp_hidden: [16, 16, 16],
+            error_map_normaliser: normaliser,
+            ..PermaKeyConfig::default()
+        };
+        let _ = Lsp::new(&reference.root(), &config(ErrorMapNormaliser::WindowMean));
         let run = |normaliser: ErrorMapNormaliser| {
-            tch::manual_seed(5);
-            let vs = nn::VarStore::new(Device::Cpu);
-            let config = PermaKeyConfig {
-                image_size: 16,
-                encoder_filters: [8, 8, 8, 8],
-                lsp_hidden: [16, 16, 16],
-                error_map_normaliser: normaliser,
-                ..PermaKeyConfig::default()
-            };
-            Lsp::new(&vs.root(), &config).forward_t(&features, false)
+            let mut vs = nn::VarStore::new(Device::Cpu);
+            let lsp = Lsp::new(&vs.root(), &config(normaliser));
+            vs.copy(&reference).unwrap();
+            lsp.forward_t(&features, false)
         };
         let (relative, absolute) = (run(ErrorMapNormaliser::WindowMean), run(ErrorMapNormaliser::None));
         assert_eq!(relative.loss.double_value(&[]), absolute.loss.double_value(&[]));
