@@ -98,5 +98,10 @@ pub fn train_agent(config: &Config, dir: &Path, resume: bool) -> anyhow::Result<
     let envs = atari_envs(config)?;
     let mut trainer = Trainer::new(config.trainer_settings(), config.run.seed, dir, Box::new(front), envs, resume)?;
     trainer.keypoint_pretrain_frames = pretrain_frames;
+    if config.train.mode == trainer::TrainMode::Threads {
+        // The learner's thread gets its own instance of the same frozen model.
+        let (second, _) = front_end(config, dir)?;
+        trainer.set_learner_front(Box::new(second));
+    }
     trainer.run()
 }

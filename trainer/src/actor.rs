@@ -13,7 +13,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::{
     env::VecEnv,
-    transport::{ParameterSource, ReplayClient},
+    transport::{ParameterSource, ReplayWriter},
 };
 
 /// One finished game (all lives) of a training environment.
@@ -117,7 +117,7 @@ impl VecActor {
 
     /// Ends every running episode as truncated and hands its remaining sequences to `replay`
     /// (a checkpoint cut); call [`VecActor::start`] with fresh environments afterwards.
-    pub fn cut(&mut self, replay: &mut dyn ReplayClient) -> anyhow::Result<usize> {
+    pub fn cut(&mut self, replay: &mut dyn ReplayWriter) -> anyhow::Result<usize> {
         let mut out = Vec::new();
         for w in &mut self.writers {
             out.extend(w.flush_truncated()?);
@@ -129,7 +129,7 @@ impl VecActor {
 
     /// One step of every environment with exploration `epsilon`; sequences go to `replay`,
     /// finished games are returned.
-    pub fn step(&mut self, env: &mut dyn VecEnv, front: &dyn KeypointModel, replay: &mut dyn ReplayClient, epsilon: f64) -> anyhow::Result<Vec<EpisodeRecord>> {
+    pub fn step(&mut self, env: &mut dyn VecEnv, front: &dyn KeypointModel, replay: &mut dyn ReplayWriter, epsilon: f64) -> anyhow::Result<Vec<EpisodeRecord>> {
         let n = self.writers.len();
         let [h, w, c] = self.obs_shape.map(|x| x as i64);
         let frames = frames_to_tensor(&self.obs, n as i64, h, w, c, front.device());

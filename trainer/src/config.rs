@@ -2,6 +2,22 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How acting and learning share the process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainMode {
+    /// One thread alternates a vector step of the actor with the updates it made due: a run is
+    /// a pure function of its seed (the default; resume is exact).
+    #[default]
+    Lockstep,
+    /// The actor steps on its own thread and sends each step's sequences and finished games to
+    /// the learner's thread over a crossbeam channel; the actor waits while the learner is more
+    /// than `max_update_lag` updates behind the schedule, so the update-to-step ratio stays the
+    /// same while acting and learning overlap. Not bit-reproducible (thread timing decides which
+    /// parameters act and what the replay holds at each update).
+    Threads,
+}
+
 /// How long and how the trainer runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,6 +61,11 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Sign-clip training rewards (evaluation reports raw game scores).
     pub clip_rewards: bool,
+    /// `lockstep` (default) or `threads` (see [`TrainMode`]).
+    pub mode: TrainMode,
+    /// Threads mode: how many updates the learner may lag behind the schedule before the actor
+    /// waits for it.
+    pub max_update_lag: u64,
 }
 
 impl Default for TrainConfig {
@@ -67,6 +88,8 @@ impl Default for TrainConfig {
             eval_envs: 5,
             checkpoint_every: 25_000,
             clip_rewards: true,
+            mode: TrainMode::Lockstep,
+            max_update_lag: 4,
         }
     }
 }

@@ -23,7 +23,16 @@
 //!   the reference's one update per 4 environment steps). Acting and learning alternate on the
 //!   same cores, which on a 2-core machine loses little against threads (both halves are torch
 //!   ops that already use every core) and makes a run a pure function of its seed: the resume
-//!   test depends on that.
+//!   test depends on that. This is the default (`train.mode = "lockstep"`).
+//! - **Threads mode** (`train.mode = "threads"`): the actor steps on its own thread with its own
+//!   front-end instance and sends every vector step's sequences and finished games to the
+//!   learner's thread over a bounded crossbeam channel; the learner stores them, runs the updates
+//!   the reported steps made due and publishes parameters after each; the actor waits while the
+//!   learner is more than `max_update_lag` updates behind, so the schedule (one update per
+//!   `train_every` agent steps) holds while acting and learning overlap — the shape of the
+//!   distributed system, in one process. Evaluations, checkpoints and metrics rows happen with
+//!   the actor thread joined, exactly as in lockstep. Thread timing decides which parameter
+//!   version acts at each step, so runs are not bit-reproducible.
 //! - **Replay stores frames plus keypoint centres.** The learner recomputes the front end's
 //!   features from each sampled frame with [`permakey::model::KeypointModel::features`] (the VAE
 //!   encoder only) and renders the heatmaps from the stored centres; the expensive LSP + PointNet
@@ -56,7 +65,7 @@ pub mod toy;
 pub mod transport;
 
 pub use actor::{evaluate, front_end_shape, EpisodeRecord, VecActor};
-pub use config::TrainConfig;
+pub use config::{TrainConfig, TrainMode};
 pub use env::{EnvStep, VecEnv};
 pub use run::{EnvFactory, EnvRole, EvalRecord, FinalScores, MetricsRow, Trainer, TrainerSettings};
-pub use transport::{LocalParameters, LocalReplay, ParameterSink, ParameterSource, Parameters, ReplayClient};
+pub use transport::{LocalParameters, LocalReplay, ParameterSink, ParameterSource, Parameters, ReplayClient, ReplayWriter};

@@ -18,10 +18,10 @@ use tch::Device;
 
 use crate::{
     actor::{evaluate, front_end_shape, EpisodeRecord, VecActor},
-    config::TrainConfig,
+    config::{TrainConfig, TrainMode},
     env::VecEnv,
     plot,
-    transport::{LocalParameters, LocalReplay, ParameterSink, Parameters, ReplayClient},
+    transport::{LocalParameters, LocalReplay, ParameterSink, Parameters, ReplayClient, ReplayWriter},
 };
 
 /// Which environments a factory is asked for.
@@ -162,6 +162,65 @@ pub struct FinalScores {
     pub wall_seconds: f64,
 }
 
+/// What the threaded actor reports after each vector step.
+struct StepReport {
+    /// Agent steps of the actor after the step.
+    steps: u64,
+    sequences: Vec<replay::Sequence>,
+    finished: Vec<EpisodeRecord>,
+}
+
+/// The learner's progress as the threaded actor waits on it.
+struct Progress {
+    updates: std::sync::Mutex<u64>,
+    changed: std::sync::Condvar,
+    stopped: std::sync::atomic::AtomicBool,
+    /// The replay holds something, so due updates will run (until then the actor never waits:
+    /// the updates are made up once it fills, as in lockstep).
+    replay_ready: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    fn new(updates: u64, replay_ready: bool) -> Self {
+        Self {
+            updates: std::sync::Mutex::new(updates),
+            changed: std::sync::Condvar::new(),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            replay_ready: std::sync::atomic::AtomicBool::new(replay_ready),
+        }
+    }
+
+    fn advance(&self, updates: u64) {
+        *self.updates.lock().unwrap_or_else(|p| p.into_inner()) = updates;
+        self.changed.notify_all();
+    }
+
+    fn replay_ready(&self) {
+        self.replay_ready.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Blocks while the learner is more than `max_update_lag` updates behind the schedule at
+    /// `steps` agent steps (and could catch up), or until stopped.
+    fn wait_for_learner(&self, t: &TrainConfig, steps: u64) {
+        let mut done = self.updates.lock().unwrap_or_else(|p| p.into_inner());
+        while t.updates_due(steps) > *done + t.max_update_lag
+            && self.replay_ready.load(std::sync::atomic::Ordering::Acquire)
+            && !self.stopped()
+        {
+            done = self.changed.wait_timeout(done, std::time::Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
 /// Serialises seeding libtorch's global generator and initialising the networks (see [`Trainer::new`]).
 static NETWORK_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -209,6 +268,10 @@ pub struct Trainer {
     pub stop_at: Option<u64>,
     /// Written to `final_scores.json` as `keypoint_pretrain_frames`.
     pub keypoint_pretrain_frames: Option<u64>,
+    /// The learner thread's front end in threads mode ([`Trainer::set_learner_front`]).
+    learner_front: Option<Box<dyn KeypointModel>>,
+    /// Threads mode: agent steps the learner has received reports for.
+    learner_steps_seen: u64,
     /// Agent steps at the last checkpoint.
     checkpointed_at: Option<u64>,
 }
@@ -288,6 +351,8 @@ impl Trainer {
             started: Instant::now(),
             stop_at: None,
             keypoint_pretrain_frames: None,
+            learner_front: None,
+            learner_steps_seen: 0,
             checkpointed_at: None,
         };
         if let Some(loaded) = saved {
@@ -303,6 +368,7 @@ impl Trainer {
             trainer.evals = state.evals;
             trainer.metrics = state.metrics;
             trainer.checkpointed_at = Some(state.agent_steps);
+            trainer.learner_steps_seen = state.agent_steps;
             tracing::info!(agent_steps = state.agent_steps, updates = trainer.learner.updates(), "resumed from {}", loaded.dir.display());
         }
         trainer.publish()?;
@@ -336,8 +402,7 @@ impl Trainer {
     }
 
     fn publish(&mut self) -> anyhow::Result<()> {
-        let (vs, _) = self.learner.online();
-        self.params.publish(Parameters::from_var_store(self.learner.updates(), vs)?)
+        publish_to(&self.params, &self.learner)
     }
 
     /// Runs to the budget (or `stop_at`), then evaluates and writes the final files when the
@@ -347,7 +412,10 @@ impl Trainer {
         let stop = self.stop_at.unwrap_or(budget).min(budget);
         self.window.since = Some((Instant::now(), self.actor.steps, self.learner.updates()));
         while self.actor.steps < stop {
-            self.iteration()?;
+            match self.settings.train.mode {
+                TrainMode::Lockstep => self.iteration()?,
+                TrainMode::Threads => self.threaded_segment(stop)?,
+            }
         }
         if self.actor.steps < budget {
             if self.checkpointed_at != Some(self.actor.steps) {
@@ -357,6 +425,12 @@ impl Trainer {
         }
         let finals = self.final_evaluation()?;
         Ok(Some(finals))
+    }
+
+    /// A second instance of the front end for the learner's thread (the threads mode needs one:
+    /// libtorch modules are not shared across threads here). The lockstep mode ignores it.
+    pub fn set_learner_front(&mut self, front: Box<dyn KeypointModel>) {
+        self.learner_front = Some(front);
     }
 
     /// One vector step of the actor, then the updates it made due.
@@ -373,20 +447,30 @@ impl Trainer {
         let now = self.actor.steps;
         let mut updated = false;
         while self.learner.updates() < t.updates_due(now) && !self.replay.is_empty() {
-            let batch = self.replay.sample(self.settings.learner.batch_size)?;
-            let stats = self.learner.update(self.front.as_ref(), &batch.items, &batch.weights)?;
-            if self.settings.replay.sampling == SamplingMode::Prioritized {
-                self.replay.update_priorities(&batch.keys, &stats.priorities)?;
-            }
-            self.window.loss += stats.loss;
-            self.window.q += stats.mean_q;
-            self.window.grad += stats.grad_norm;
-            self.window.updates += 1;
+            self.one_update()?;
             updated = true;
         }
         if updated {
             self.publish()?;
         }
+        self.after_step(before, now, epsilon)
+    }
+
+    /// One learner update on a sampled batch (lockstep: the shared front end computes features).
+    fn one_update(&mut self) -> anyhow::Result<()> {
+        update_once(&mut self.learner, &mut self.replay, self.front.as_ref(), &mut self.window, &self.settings)
+    }
+
+    /// Whether the vector step from `before` to `now` agent steps crossed an evaluation,
+    /// checkpoint or logging point.
+    fn crosses_event(t: &TrainConfig, before: u64, now: u64) -> bool {
+        let crossed = |every: u64| every > 0 && before / every != now / every;
+        (crossed(t.eval_every) && now >= t.learning_starts) || crossed(t.checkpoint_every) || crossed(1000)
+    }
+
+    /// Evaluation, checkpoint and metrics row due after the vector step from `before` to `now`.
+    fn after_step(&mut self, before: u64, now: u64, epsilon: f64) -> anyhow::Result<()> {
+        let t = self.settings.train.clone();
         let crossed = |every: u64| every > 0 && before / every != now / every;
         if crossed(t.eval_every) && now >= t.learning_starts {
             self.periodic_evaluation()?;
@@ -397,6 +481,69 @@ impl Trainer {
             self.log_row(epsilon)?;
         }
         Ok(())
+    }
+
+    /// Threads mode: the actor steps on a thread of its own up to the next evaluation,
+    /// checkpoint or logging point (or `stop`), sending every step's report over a crossbeam
+    /// channel, while this thread stores the sequences and runs the updates the reported steps
+    /// made due. Events then run here exactly as in lockstep.
+    fn threaded_segment(&mut self, stop: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.learner_front.is_some(),
+            "train.mode = threads needs a second front-end instance for the learner (Trainer::set_learner_front)"
+        );
+        let t = self.settings.train.clone();
+        let progress = Progress::new(self.learner.updates(), !self.replay.is_empty());
+        let (tx, rx) = crossbeam_channel::bounded::<StepReport>(2 * t.max_update_lag.max(1) as usize);
+        let (actor, env, front, params, vector_steps) = (&mut self.actor, &mut self.env, &mut self.front, &self.params, &mut self.vector_steps);
+        let progress_ref = &progress;
+        let t_actor = t.clone();
+        let outcome = std::thread::scope(|scope| {
+            let acting = scope.spawn(move || -> anyhow::Result<(u64, f64)> {
+                let t = t_actor;
+                loop {
+                    progress_ref.wait_for_learner(&t, actor.steps);
+                    if progress_ref.stopped() {
+                        anyhow::bail!("the learner stopped");
+                    }
+                    if vector_steps.is_multiple_of(t.parameter_sync_every) {
+                        actor.sync(params)?;
+                    }
+                    let before = actor.steps;
+                    let epsilon = t.epsilon(before);
+                    let mut sequences = Vec::new();
+                    let finished = actor.step(env.as_mut(), front.as_ref(), &mut sequences, epsilon)?;
+                    *vector_steps += 1;
+                    if tx.send(StepReport { steps: actor.steps, sequences, finished }).is_err() {
+                        anyhow::bail!("the learner's end of the channel has gone");
+                    }
+                    if actor.steps >= stop || Self::crosses_event(&t, before, actor.steps) {
+                        return Ok((before, epsilon));
+                    }
+                }
+            });
+            let mut side = LearnerSide {
+                learner: &mut self.learner,
+                replay: &mut self.replay,
+                front: self.learner_front.as_deref().expect("checked above"),
+                episodes: &mut self.episodes,
+                window: &mut self.window,
+                params: &self.params,
+                settings: &self.settings,
+                steps_seen: &mut self.learner_steps_seen,
+            };
+            let learned = side.learn_from(&rx, &progress, &t);
+            if learned.is_err() {
+                progress.stop();
+            }
+            drop(rx);
+            let acted = acting.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the actor thread panicked")));
+            learned.and(acted)
+        });
+        let (before, epsilon) = outcome?;
+        self.publish()?;
+        let now = self.actor.steps;
+        self.after_step(before, now, epsilon)
     }
 
     fn log_row(&mut self, epsilon: f64) -> anyhow::Result<()> {
@@ -561,6 +708,79 @@ impl Trainer {
     pub fn device(&self) -> Device {
         self.front.device()
     }
+}
+
+/// One learner update on a batch sampled from `replay`, features from `front`; accumulates the
+/// metrics window.
+fn update_once(learner: &mut Learner, replay: &mut LocalReplay, front: &dyn KeypointModel, window: &mut Window, settings: &TrainerSettings) -> anyhow::Result<()> {
+    let batch = replay.sample(settings.learner.batch_size)?;
+    let stats = learner.update(front, &batch.items, &batch.weights)?;
+    if settings.replay.sampling == SamplingMode::Prioritized {
+        replay.update_priorities(&batch.keys, &stats.priorities)?;
+    }
+    window.loss += stats.loss;
+    window.q += stats.mean_q;
+    window.grad += stats.grad_norm;
+    window.updates += 1;
+    Ok(())
+}
+
+/// The learner thread's share of the trainer in threads mode (disjoint from the actor's).
+struct LearnerSide<'a> {
+    learner: &'a mut Learner,
+    replay: &'a mut LocalReplay,
+    front: &'a dyn KeypointModel,
+    episodes: &'a mut Vec<EpisodeRecord>,
+    window: &'a mut Window,
+    params: &'a LocalParameters,
+    settings: &'a TrainerSettings,
+    steps_seen: &'a mut u64,
+}
+
+impl LearnerSide<'_> {
+    /// Until the actor's channel closes and no update is due: store reported sequences and run
+    /// the updates the reported steps made due, publishing after each.
+    fn learn_from(&mut self, rx: &crossbeam_channel::Receiver<StepReport>, progress: &Progress, t: &TrainConfig) -> anyhow::Result<()> {
+        let mut open = true;
+        loop {
+            while open {
+                match rx.try_recv() {
+                    Ok(report) => self.store(report, progress)?,
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            if self.learner.updates() < t.updates_due(*self.steps_seen) && !self.replay.is_empty() {
+                update_once(self.learner, self.replay, self.front, self.window, self.settings)?;
+                publish_to(self.params, self.learner)?;
+                progress.advance(self.learner.updates());
+                continue;
+            }
+            if !open {
+                return Ok(());
+            }
+            match rx.recv() {
+                Ok(report) => self.store(report, progress)?,
+                Err(_) => open = false,
+            }
+        }
+    }
+
+    fn store(&mut self, report: StepReport, progress: &Progress) -> anyhow::Result<()> {
+        self.replay.insert(report.sequences)?;
+        self.episodes.extend(report.finished);
+        *self.steps_seen = report.steps;
+        if !self.replay.is_empty() {
+            progress.replay_ready();
+        }
+        Ok(())
+    }
+}
+
+/// Publishes the learner's online parameters under its update count.
+fn publish_to(params: &LocalParameters, learner: &Learner) -> anyhow::Result<()> {
+    let (vs, _) = learner.online();
+    params.publish(Parameters::from_var_store(learner.updates(), vs)?)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.

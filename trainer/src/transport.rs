@@ -1,7 +1,7 @@
 //! The transports between the boxes, each one interface with an in-process implementation here
 //! and a gRPC one in the distributed system (issue 8): the actor writes sequences to a
-//! [`ReplayClient`] and pulls parameters from a [`ParameterSource`]; the learner samples from the
-//! same [`ReplayClient`] and publishes through a [`ParameterSink`].
+//! [`ReplayWriter`] and pulls parameters from a [`ParameterSource`]; the learner samples from the
+//! replay through a [`ReplayClient`] and publishes through a [`ParameterSink`].
 
 use std::sync::{Arc, Mutex};
 
@@ -10,10 +10,14 @@ use rand_chacha::ChaCha8Rng;
 use replay::{ReplayConfig, SampleKey, SampledBatch, Sequence, SequenceReplay};
 use tch::Tensor;
 
-/// The replay buffer as the actor and the learner see it.
-pub trait ReplayClient: Send {
+/// The replay buffer as an actor sees it: somewhere to put sequences.
+pub trait ReplayWriter: Send {
     /// Inserts sequences in order.
     fn insert(&mut self, sequences: Vec<Sequence>) -> anyhow::Result<()>;
+}
+
+/// The replay buffer as the learner sees it.
+pub trait ReplayClient: ReplayWriter {
     /// Samples `batch` sequences.
     fn sample(&mut self, batch: usize) -> anyhow::Result<SampledBatch>;
     /// Reports new priorities of sampled keys.
@@ -93,12 +97,14 @@ impl LocalReplay {
     }
 }
 
-impl ReplayClient for LocalReplay {
+impl ReplayWriter for LocalReplay {
     fn insert(&mut self, sequences: Vec<Sequence>) -> anyhow::Result<()> {
         self.with(|s| sequences.into_iter().try_for_each(|seq| s.table.insert(seq).map(|_| ())))?;
         Ok(())
     }
+}
 
+impl ReplayClient for LocalReplay {
     fn sample(&mut self, batch: usize) -> anyhow::Result<SampledBatch> {
         Ok(self.with(|s| s.table.sample(batch, &mut s.rng))?)
     }
@@ -129,6 +135,16 @@ impl ParameterSource for LocalParameters {
 impl ParameterSink for LocalParameters {
     fn publish(&self, parameters: Parameters) -> anyhow::Result<()> {
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(parameters));
+        Ok(())
+    }
+}
+
+
+/// Sequences collected in memory, in order (the threaded trainer's actor hands them to the
+/// learner's thread with the rest of a step's report).
+impl ReplayWriter for Vec<Sequence> {
+    fn insert(&mut self, sequences: Vec<Sequence>) -> anyhow::Result<()> {
+        self.extend(sequences);
         Ok(())
     }
 }

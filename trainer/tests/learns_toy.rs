@@ -7,7 +7,7 @@ use learner::{LearnerConfig, TargetUpdateRule};
 use tch::Device;
 use trainer::{
     toy::{OracleKeypoints, ToyConfig, ToyVecEnv},
-    EnvFactory, EnvRole, TrainConfig, Trainer, TrainerSettings,
+    EnvFactory, EnvRole, TrainConfig, TrainMode, Trainer, TrainerSettings,
 };
 
 fn toy_envs() -> EnvFactory {
@@ -78,6 +78,26 @@ fn cnn_agent_reaches_the_optimal_return() {
     }
     let metrics = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
     assert!(metrics.lines().count() >= 3, "{metrics}");
+}
+
+/// The threads mode — actor on its own thread, joined to the learner by a crossbeam channel —
+/// learns the corridor as the lockstep mode does, on the same budget.
+#[test]
+fn threaded_actor_and_learner_reach_the_optimal_return() {
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(2500, EncoderKind::Cnn);
+    s.train.mode = TrainMode::Threads;
+    let mut trainer = Trainer::new(s, 1, dir.path(), Box::new(OracleKeypoints::new(Device::Cpu)), toy_envs(), false).unwrap();
+    trainer.set_learner_front(Box::new(OracleKeypoints::new(Device::Cpu)));
+    let scores = trainer.run().unwrap().expect("ran to the budget");
+    let e = &scores.final_eval;
+    eprintln!("threads: final greedy return {:.3} over {} games; {} updates", e.mean, e.returns.len(), scores.updates);
+    // Same schedule as lockstep: (2500 - 200) / 2 updates.
+    assert_eq!(scores.updates, 1150);
+    assert!(e.mean >= 0.95, "greedy return {} below 0.95", e.mean);
+    let steps: Vec<u64> = trainer.metrics().iter().map(|r| r.agent_steps).collect();
+    assert_eq!(steps, vec![1000, 2000, 2500], "a metrics row at every 1000 steps and at the end");
 }
 
 #[test]
