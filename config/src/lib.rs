@@ -28,7 +28,7 @@ pub use permakey::{
 pub use actor::SequenceWriterConfig;
 pub use agent::AgentConfig;
 pub use learner::LearnerConfig;
-pub use replay::ReplayConfig;
+pub use replay::{ReplayConfig, ReplayServerConfig};
 pub use trainer::TrainConfig;
 
 mod tracing_init;
@@ -175,6 +175,8 @@ pub struct Config {
     pub learner: LearnerConfig,
     /// Sequence replay (spec 7.4; prioritised sampling optional).
     pub replay: ReplayConfig,
+    /// The replay service of the distributed mode: address, snapshots, rate limiter.
+    pub replay_server: ReplayServerConfig,
     /// How episodes are cut into replay sequences (length, period, burn-in).
     pub sequence: SequenceWriterConfig,
     pub logging: LoggingConfig,
@@ -198,6 +200,7 @@ impl Default for Config {
             agent: AgentConfig::default(),
             learner: LearnerConfig::default(),
             replay: ReplayConfig::default(),
+            replay_server: ReplayServerConfig::default(),
             sequence: SequenceWriterConfig::default(),
             logging: LoggingConfig::default(),
             metrics: MetricsConfig::default(),
@@ -247,6 +250,7 @@ impl Config {
             return Err(ConfigError::Invalid("collect.num_envs must be at least 1".into()));
         }
         self.trainer_settings().validate().map_err(|e| ConfigError::Invalid(one_line(&e.to_string())))?;
+        self.replay_server.validate().map_err(|e| ConfigError::Invalid(format!("replay_server: {e}")))?;
         if !matches!(self.logging.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid(format!("logging.format must be text or json, got '{}'", self.logging.format)));
         }

@@ -733,7 +733,19 @@ fn check_sequence(sequence: &Sequence, field: FieldPath) -> Result<(), Validatio
         &sequence.keypoints,
         f32::MIN,
         f32::MAX,
-    )
+    )?;
+    // At least one step is neither burn-in nor padding. Both fields are u32, so the sum is
+    // formed in u64.
+    let overhead = u64::from(sequence.burn_in) + u64::from(sequence.padded_steps);
+    if overhead >= u64::from(sequence.length) {
+        return Err(ValidationError::OutOfRange {
+            field: format!("{}.burn_in + padded_steps", field()),
+            value: overhead,
+            min: 0,
+            max: u64::from(sequence.length) - 1,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -806,6 +818,9 @@ mod tests {
             parameter_version: 9,
             keypoints: (0..steps * 4).map(|index| index as f32 / 1000.0).collect(),
             keypoint_dims: 4,
+            burn_in: 0,
+            padded_steps: 0,
+            truncated: false,
         }
     }
 
@@ -1215,6 +1230,35 @@ mod tests {
         let mut negative_priority = sequence(3);
         negative_priority.priority = -0.5;
         assert_invalid_argument(validate_sequence(&negative_priority));
+    }
+
+    #[test]
+    fn burn_in_and_padding_leave_at_least_one_learning_step() {
+        validate_sequence(&Sequence {
+            burn_in: 2,
+            padded_steps: 2,
+            truncated: true,
+            ..sequence(5)
+        })
+        .unwrap();
+        let error = assert_invalid_argument(validate_sequence(&Sequence {
+            burn_in: 3,
+            padded_steps: 2,
+            ..sequence(5)
+        }));
+        assert_eq!(
+            error.to_string(),
+            "sequence.burn_in + padded_steps is 5, expected 0..=4"
+        );
+        let error = assert_invalid_argument(validate_sequence(&Sequence {
+            burn_in: u32::MAX,
+            padded_steps: u32::MAX,
+            ..sequence(5)
+        }));
+        assert_eq!(
+            error.to_string(),
+            "sequence.burn_in + padded_steps is 8589934590, expected 0..=4"
+        );
     }
 
     #[test]

@@ -91,6 +91,9 @@ fn sequence() -> Sequence {
         // Two steps of two (y, x) keypoint centres.
         keypoints: vec![-0.75, 0.25, 0.5, -1.0, 0.0, 1.0, -0.0, 0.125],
         keypoint_dims: 4,
+        burn_in: 1,
+        padded_steps: 0,
+        truncated: true,
     }
 }
 
@@ -165,6 +168,7 @@ fn replay_service_messages_round_trip() {
         priority: 0.75,
         probability: 1.0e-5,
         sequence: Some(sequence()),
+        weight: 0.5,
     };
     assert_round_trip(sampled.clone());
     assert_round_trip(SampleResponse {

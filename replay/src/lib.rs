@@ -86,6 +86,7 @@ mod error;
 mod priority;
 mod rate_limiter;
 mod sequence;
+mod server_config;
 mod snapshot;
 mod sum_tree;
 mod table;
@@ -98,6 +99,7 @@ pub use sequence::{
     DEFAULT_OBS_SHAPE, DEFAULT_SEQUENCE_LENGTH, PER_SEQUENCE_OVERHEAD_BYTES, Sequence,
     sequence_memory_bytes,
 };
+pub use server_config::ReplayServerConfig;
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_OLDEST_READABLE_VERSION, SNAPSHOT_VERSION};
 pub use sum_tree::SumTree;
 pub use table::{

@@ -13,8 +13,8 @@
 //!           ParameterSink <-- Learner: recurrent double-Q update (features recomputed from frames)
 //! ```
 //!
-//! The boxes talk through the interfaces of [`transport`] — the same ones the distributed system
-//! implements over gRPC — with in-process implementations here.
+//! The boxes talk through the interfaces of [`transport`], with in-process implementations
+//! there and gRPC ones in [`remote`] (the replay and parameter services' clients).
 //!
 //! # Decisions
 //!
@@ -60,6 +60,7 @@ pub mod actor;
 pub mod config;
 pub mod env;
 pub mod plot;
+pub mod remote;
 pub mod run;
 pub mod toy;
 pub mod transport;

@@ -1,0 +1,79 @@
+//! [`RemoteParameters`]: the actors' blocking client of the parameter service.
+//!
+//! Like the replay client it owns a one-worker tokio runtime, retries `UNAVAILABLE` and
+//! transport errors with exponential backoff for up to `retry_for`, and picks up a restarted
+//! learner through the channel's own reconnects. Versions it returns never go down: a reply
+//! older than what the caller has (say, from a learner restarted from an older checkpoint) is
+//! reported as "nothing newer".
+
+use std::time::{Duration, Instant};
+
+use pkrl_proto::{
+    serving::{Backoff, retryable},
+    v1::{self, learner_service_client::LearnerServiceClient},
+    validate::MAX_MESSAGE_BYTES,
+};
+use tonic::transport::Channel;
+
+use crate::{NamedArray, parameters_from_wire};
+
+/// A blocking parameter-service client.
+pub struct RemoteParameters {
+    runtime: tokio::runtime::Runtime,
+    client: LearnerServiceClient<Channel>,
+    endpoint: String,
+    backoff: Backoff,
+    retry_for: Duration,
+}
+
+impl RemoteParameters {
+    /// A client of `endpoint` (`http://host:port`); connects lazily, on the first call.
+    pub fn new(endpoint: &str, retry_for: Duration) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let _context = runtime.enter();
+        let channel = Channel::from_shared(endpoint.to_owned())
+            .map_err(|e| anyhow::anyhow!("bad learner endpoint '{endpoint}': {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        let client = LearnerServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Self { runtime, client, endpoint: endpoint.to_owned(), backoff: Backoff::default(), retry_for })
+    }
+
+    /// The newest parameters if their version is above `have` (any version for `None`).
+    pub fn fetch_newer(&self, have: Option<u64>) -> anyhow::Result<Option<(u64, Vec<NamedArray>)>> {
+        let request = v1::GetParametersRequest { min_version: have.map_or(0, |v| v.saturating_add(1)) };
+        let started = Instant::now();
+        let mut tries = 0;
+        let response = loop {
+            let mut client = self.client.clone();
+            match self.runtime.block_on(client.get_parameters(request)) {
+                Ok(response) => break response.into_inner(),
+                Err(status) if retryable(&status) && started.elapsed() < self.retry_for => {
+                    tracing::debug!(endpoint = %self.endpoint, code = ?status.code(), "parameter fetch failed; retrying");
+                    std::thread::sleep(self.backoff.delay(tries));
+                    tries += 1;
+                }
+                Err(status) => anyhow::bail!("parameter fetch from {} failed ({:?}): {}", self.endpoint, status.code(), status.message()),
+            }
+        };
+        let Some(parameters) = response.parameters else { return Ok(None) };
+        let (version, arrays) = parameters_from_wire(&parameters)?;
+        if have.is_some_and(|have| version <= have) {
+            return Ok(None);
+        }
+        Ok(Some((version, arrays)))
+    }
+
+    /// The newest version the learner has published (0: none yet).
+    pub fn latest_version(&self) -> anyhow::Result<u64> {
+        let mut client = self.client.clone();
+        let request = v1::GetParametersRequest { min_version: u64::MAX };
+        let response = self
+            .runtime
+            .block_on(client.get_parameters(request))
+            .map_err(|s| anyhow::anyhow!("parameter query to {} failed ({:?}): {}", self.endpoint, s.code(), s.message()))?;
+        Ok(response.into_inner().latest_version)
+    }
+}

@@ -1,0 +1,160 @@
+//! What every PermaKey-RL gRPC server and client shares: reflection over the `permakey.v1` and
+//! health descriptors, a bounded graceful shutdown, SIGTERM handling, and client retries with
+//! exponential backoff.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tonic::{Code, Status};
+
+/// Longest the graceful drain at shutdown waits for connected clients: a graceful HTTP/2 drain
+/// waits for every client to acknowledge, and one that has stopped reading must not keep a
+/// server from writing its final snapshot or checkpoint.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+/// gRPC server reflection (v1) for the `permakey.v1` services and `grpc.health.v1`, so that
+/// `grpcurl -plaintext HOST:PORT list` works without .proto files.
+pub fn reflection_service()
+-> Result<tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>, tonic_reflection::server::Error> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+}
+
+/// A shutdown signal that can be fired once and awaited by any number of tasks.
+#[derive(Clone, Default)]
+pub struct Stopping {
+    notify: Arc<tokio::sync::Notify>,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stopping {
+    /// Fires the signal (idempotent).
+    pub fn fire(&self) {
+        self.fired.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether [`Stopping::fire`] was called.
+    pub fn fired(&self) -> bool {
+        self.fired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once the signal has fired.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.fired() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Runs `serving` (a tonic server future whose own shutdown future fires `stopping`) and returns
+/// when it finishes, or [`SHUTDOWN_DRAIN`] after `stopping` fired, whichever is first.
+pub async fn bounded_drain<E>(serving: impl Future<Output = Result<(), E>>, stopping: Stopping) -> Result<(), E> {
+    let limit = async move {
+        stopping.wait().await;
+        tokio::time::sleep(SHUTDOWN_DRAIN).await;
+    };
+    tokio::select! {
+        served = serving => served,
+        () = limit => {
+            tracing::warn!(seconds = SHUTDOWN_DRAIN.as_secs(), "clients still connected after the drain; closing");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn terminated() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return ctrl_c.await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}
+
+/// Exponential backoff: attempt `n` (from 0) waits `min(initial * factor^n, max)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub factor: f64,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { initial: Duration::from_millis(50), factor: 2.0, max: Duration::from_secs(2) }
+    }
+}
+
+impl Backoff {
+    /// The wait before retry `attempt` (0 = the first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let scaled = self.initial.as_secs_f64() * self.factor.powi(attempt.min(64) as i32);
+        Duration::from_secs_f64(scaled.min(self.max.as_secs_f64()))
+    }
+}
+
+/// Whether a failed call may succeed when repeated: the server is down or restarting
+/// (`UNAVAILABLE`, transport errors), or a rate-limiter wait ran out (`DEADLINE_EXCEEDED`, or
+/// `RESOURCE_EXHAUSTED` whose message starts with "rate limiter"). A bad message is never retried.
+pub fn retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => true,
+        Code::ResourceExhausted => status.message().starts_with("rate limiter"),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let backoff = Backoff::default();
+        let millis: Vec<u128> = (0..8).map(|n| backoff.delay(n).as_millis()).collect();
+        assert_eq!(millis, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(backoff.delay(u32::MAX), Duration::from_secs(2), "no overflow");
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        assert!(retryable(&Status::unavailable("down")));
+        assert!(retryable(&Status::deadline_exceeded("rate limiter timed out")));
+        assert!(retryable(&Status::resource_exhausted("rate limiter timed out after 1s waiting to insert")));
+        assert!(!retryable(&Status::resource_exhausted("sequences has 300 items, limit is 256")));
+        assert!(!retryable(&Status::invalid_argument("sequence.rewards has 3 entries, expected 4")));
+    }
+
+    #[test]
+    fn stopping_wakes_waiters_fired_before_or_after() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let stopping = Stopping::default();
+            let waiter = tokio::spawn({
+                let stopping = stopping.clone();
+                async move { stopping.wait().await }
+            });
+            tokio::task::yield_now().await;
+            stopping.fire();
+            tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(1), stopping.wait()).await.unwrap();
+        });
+    }
+}
