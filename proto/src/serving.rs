@@ -88,6 +88,23 @@ pub async fn terminated() {
     ctrl_c.await;
 }
 
+/// A client's own tokio runtime (one worker, so the connection's background task keeps answering
+/// the server's HTTP/2 pings and shutdown handshakes between calls) and a lazily connecting
+/// channel to `endpoint` (`http://host:port`); `what` names the service in the error.
+pub fn blocking_channel(endpoint: &str, what: &str) -> Result<(tokio::runtime::Runtime, tonic::transport::Channel), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the {what} client's runtime: {e}"))?;
+    let _context = runtime.enter();
+    let channel = tonic::transport::Channel::from_shared(endpoint.to_owned())
+        .map_err(|e| format!("bad {what} endpoint '{endpoint}': {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    Ok((runtime, channel))
+}
+
 /// Exponential backoff: attempt `n` (from 0) waits `min(initial * factor^n, max)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {

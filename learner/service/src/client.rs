@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use pkrl_proto::{
-    serving::{Backoff, retryable},
+    serving::{Backoff, blocking_channel, retryable},
     v1::{self, learner_service_client::LearnerServiceClient},
     validate::MAX_MESSAGE_BYTES,
 };
@@ -29,12 +29,7 @@ pub struct RemoteParameters {
 impl RemoteParameters {
     /// A client of `endpoint` (`http://host:port`); connects lazily, on the first call.
     pub fn new(endpoint: &str, retry_for: Duration) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let _context = runtime.enter();
-        let channel = Channel::from_shared(endpoint.to_owned())
-            .map_err(|e| anyhow::anyhow!("bad learner endpoint '{endpoint}': {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
+        let (runtime, channel) = blocking_channel(endpoint, "learner").map_err(anyhow::Error::msg)?;
         let client = LearnerServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

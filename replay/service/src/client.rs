@@ -19,7 +19,7 @@ use std::{
 };
 
 use pkrl_proto::{
-    serving::{Backoff, retryable},
+    serving::{Backoff, blocking_channel, retryable},
     v1::{self, replay_service_client::ReplayServiceClient},
     validate::MAX_MESSAGE_BYTES,
 };
@@ -42,14 +42,7 @@ impl RemoteReplay {
     /// Connects to `endpoint` (`http://host:port`), retrying for up to `retry_for` while the
     /// server is not up yet.
     pub fn connect(endpoint: &str, retry_for: Duration) -> anyhow::Result<Self> {
-        // One worker thread, so the connection's background task keeps answering the server
-        // (HTTP/2 pings, graceful-shutdown handshakes) between calls.
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let _context = runtime.enter();
-        let channel = Channel::from_shared(endpoint.to_owned())
-            .map_err(|e| anyhow::anyhow!("bad replay endpoint '{endpoint}': {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
+        let (runtime, channel) = blocking_channel(endpoint, "replay").map_err(anyhow::Error::msg)?;
         let client = ReplayServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
