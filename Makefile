@@ -28,6 +28,7 @@ bench: setup
 	@scripts/setup.sh --bench
 	$(CARGO) bench -p atari --bench env_throughput
 	$(CARGO) bench -p trainer --bench trainer_throughput
+	$(CARGO) bench -p replay-service --bench replay_throughput
 	mkdir -p target/bench
 	$(CARGO) run --release -p permakey-rl -- --device auto keypoints bench --batches $(KEYPOINT_BENCH_BATCHES) --seconds 2 | tee target/bench/keypoints.md
 

@@ -88,6 +88,26 @@ pub async fn terminated() {
     ctrl_c.await;
 }
 
+/// HTTP/2 flow-control windows of every server and client: one Atari sequence is ~255 KB, and
+/// with h2's default 64 KiB stream window each one would wait for several window updates.
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// Connection-level window (all streams of one connection together).
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// A tonic server builder with this project's transport settings (windows above, TCP_NODELAY).
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+}
+
+/// The accepted connections of `listener`, with TCP_NODELAY set (tonic sets it only on
+/// listeners it binds itself; without it small replies wait for delayed ACKs, ~40 ms each).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// A client's own tokio runtime (one worker, so the connection's background task keeps answering
 /// the server's HTTP/2 pings and shutdown handshakes between calls) and a lazily connecting
 /// channel to `endpoint` (`http://host:port`); `what` names the service in the error.
@@ -101,6 +121,9 @@ pub fn blocking_channel(endpoint: &str, what: &str) -> Result<(tokio::runtime::R
     let channel = tonic::transport::Channel::from_shared(endpoint.to_owned())
         .map_err(|e| format!("bad {what} endpoint '{endpoint}': {e}"))?
         .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .connect_lazy();
     Ok((runtime, channel))
 }

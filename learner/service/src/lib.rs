@@ -19,7 +19,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use pkrl_proto::{
-    serving::{Stopping, bounded_drain, reflection_service},
+    serving::{Stopping, bounded_drain, incoming, reflection_service, server_builder},
     v1::{
         self,
         learner_service_server::{LearnerService, LearnerServiceServer},
@@ -194,11 +194,11 @@ pub async fn serve(board: Arc<ParameterBoard>, listener: TcpListener, shutdown: 
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(address = %listener.local_addr()?, "learner parameter service listening");
     let fire = stopping.clone();
-    let serving = tonic::transport::Server::builder()
+    let serving = server_builder()
         .add_service(health_service)
         .add_service(reflection_service()?)
         .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.await;
             fire.fire();
             tracing::info!("learner parameter service shutting down");

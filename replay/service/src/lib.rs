@@ -24,7 +24,7 @@ pub mod wire;
 use std::{future::Future, time::Duration};
 
 use pkrl_proto::{
-    serving::{Stopping, bounded_drain, reflection_service},
+    serving::{Stopping, bounded_drain, incoming, reflection_service, server_builder},
     v1::replay_service_server::ReplayServiceServer,
     validate::MAX_MESSAGE_BYTES,
 };
@@ -88,11 +88,11 @@ pub async fn serve(
     let closer = server.clone();
     let stopping = Stopping::default();
     let stopped = stopping.clone();
-    let serving = tonic::transport::Server::builder()
+    let serving = server_builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.await;
             // Release RPCs parked in the rate limiter so the graceful drain can finish.
             closer.close();
