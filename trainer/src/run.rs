@@ -270,8 +270,6 @@ pub struct Trainer {
     pub keypoint_pretrain_frames: Option<u64>,
     /// The learner thread's front end in threads mode ([`Trainer::set_learner_front`]).
     learner_front: Option<Box<dyn KeypointModel>>,
-    /// Threads mode: agent steps the learner has received reports for.
-    learner_steps_seen: u64,
     /// Agent steps at the last checkpoint.
     checkpointed_at: Option<u64>,
 }
@@ -352,7 +350,6 @@ impl Trainer {
             stop_at: None,
             keypoint_pretrain_frames: None,
             learner_front: None,
-            learner_steps_seen: 0,
             checkpointed_at: None,
         };
         if let Some(loaded) = saved {
@@ -368,7 +365,6 @@ impl Trainer {
             trainer.evals = state.evals;
             trainer.metrics = state.metrics;
             trainer.checkpointed_at = Some(state.agent_steps);
-            trainer.learner_steps_seen = state.agent_steps;
             tracing::info!(agent_steps = state.agent_steps, updates = trainer.learner.updates(), "resumed from {}", loaded.dir.display());
         }
         trainer.publish()?;
@@ -464,20 +460,20 @@ impl Trainer {
     /// Whether the vector step from `before` to `now` agent steps crossed an evaluation,
     /// checkpoint or logging point.
     fn crosses_event(t: &TrainConfig, before: u64, now: u64) -> bool {
-        let crossed = |every: u64| every > 0 && before / every != now / every;
-        (crossed(t.eval_every) && now >= t.learning_starts) || crossed(t.checkpoint_every) || crossed(1000)
+        let passed = |every| crossed(every, before, now);
+        (passed(t.eval_every) && now >= t.learning_starts) || passed(t.checkpoint_every) || passed(1000)
     }
 
     /// Evaluation, checkpoint and metrics row due after the vector step from `before` to `now`.
     fn after_step(&mut self, before: u64, now: u64, epsilon: f64) -> anyhow::Result<()> {
         let t = self.settings.train.clone();
-        let crossed = |every: u64| every > 0 && before / every != now / every;
-        if crossed(t.eval_every) && now >= t.learning_starts {
+        let passed = |every| crossed(every, before, now);
+        if passed(t.eval_every) && now >= t.learning_starts {
             self.periodic_evaluation()?;
         }
-        if crossed(t.checkpoint_every) && now < t.agent_steps {
+        if passed(t.checkpoint_every) && now < t.agent_steps {
             self.checkpoint()?;
-        } else if crossed(1000) {
+        } else if passed(1000) {
             self.log_row(epsilon)?;
         }
         Ok(())
@@ -494,6 +490,8 @@ impl Trainer {
         );
         let t = self.settings.train.clone();
         let progress = Progress::new(self.learner.updates(), !self.replay.is_empty());
+        // Every report of the previous segment has been stored: the learner has seen all steps.
+        let mut steps_seen = self.actor.steps;
         let (tx, rx) = crossbeam_channel::bounded::<StepReport>(2 * t.max_update_lag.max(1) as usize);
         let (actor, env, front, params, vector_steps) = (&mut self.actor, &mut self.env, &mut self.front, &self.params, &mut self.vector_steps);
         let progress_ref = &progress;
@@ -530,7 +528,7 @@ impl Trainer {
                 window: &mut self.window,
                 params: &self.params,
                 settings: &self.settings,
-                steps_seen: &mut self.learner_steps_seen,
+                steps_seen: &mut steps_seen,
             };
             let learned = side.learn_from(&rx, &progress, &t);
             if learned.is_err() {
@@ -708,6 +706,11 @@ impl Trainer {
     pub fn device(&self) -> Device {
         self.front.device()
     }
+}
+
+/// Whether a step from `before` to `now` agent steps passed a multiple of `every` (0: never).
+fn crossed(every: u64, before: u64, now: u64) -> bool {
+    every > 0 && before / every != now / every
 }
 
 /// One learner update on a batch sampled from `replay`, features from `front`; accumulates the

@@ -104,17 +104,22 @@ impl ParameterBoard {
     /// Publishes `parameters` after validating them; the version must be above the last one.
     pub fn publish(&self, parameters: v1::Parameters) -> Result<(), PublishError> {
         validate_parameters(&parameters)?;
+        self.publish_validated(parameters)
+    }
+
+    /// Converts and publishes arrays (see [`parameters_to_wire`], which validates them).
+    pub fn publish_arrays(&self, version: u64, arrays: &[NamedArray]) -> Result<(), PublishError> {
+        self.publish_validated(parameters_to_wire(version, arrays)?)
+    }
+
+    /// Publishes parameters that passed [`validate_parameters`]; checks only the version order.
+    fn publish_validated(&self, parameters: v1::Parameters) -> Result<(), PublishError> {
         let latest = self.latest_version();
         if parameters.version <= latest {
             return Err(PublishError::StaleVersion { version: parameters.version, latest });
         }
         self.latest.send_replace(Some(Arc::new(parameters)));
         Ok(())
-    }
-
-    /// Converts and publishes arrays (see [`parameters_to_wire`]).
-    pub fn publish_arrays(&self, version: u64, arrays: &[NamedArray]) -> Result<(), PublishError> {
-        self.publish(parameters_to_wire(version, arrays)?)
     }
 
     /// The newest parameters, if any were published.

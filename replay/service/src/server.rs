@@ -36,7 +36,7 @@ use replay::{
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::wire::{key_from_wire, key_to_wire, sequence_from_wire, sequence_to_wire};
+use crate::wire::{key_from_wire, key_to_wire, sequence_from_validated_wire, sequence_to_wire};
 
 struct Table {
     replay: SequenceReplay,
@@ -182,7 +182,7 @@ impl ReplayService for ReplayServer {
             validate_insert_request(&message)?;
             let mut sequences = Vec::with_capacity(message.sequences.len());
             for (index, sequence) in message.sequences.into_iter().enumerate() {
-                let converted = sequence_from_wire(sequence).map_err(|e| Status::invalid_argument(format!("sequences[{index}]: {e}")))?;
+                let converted = sequence_from_validated_wire(sequence).map_err(|e| Status::invalid_argument(format!("sequences[{index}]: {e}")))?;
                 sequences.push(converted);
             }
             let server = self.clone();

@@ -80,6 +80,13 @@ pub fn sequence_to_wire(sequence: &Sequence, priority: f32) -> Result<v1::Sequen
 /// The library form of a wire sequence and its initial priority, after both validations.
 pub fn sequence_from_wire(message: v1::Sequence) -> Result<(Sequence, f32), WireError> {
     validate_sequence(&message)?;
+    sequence_from_validated_wire(message)
+}
+
+/// [`sequence_from_wire`] for a message that already passed
+/// [`pkrl_proto::validate::validate_sequence`] (e.g. inside a checked `InsertRequest`): only the
+/// conversion and the library's own [`Sequence::validate`].
+pub fn sequence_from_validated_wire(message: v1::Sequence) -> Result<(Sequence, f32), WireError> {
     let observations = message.observations.ok_or_else(|| field_error("observations", "missing"))?;
     if observations.dtype != v1::DType::U8 as i32 {
         return Err(field_error("observations.dtype", "must be U8 (frame bytes)"));
