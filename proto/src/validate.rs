@@ -22,7 +22,8 @@ use std::collections::HashSet;
 
 use crate::v1::{
     DType, ErrorCode, Frame, FrameBatch, InferRequest, InferResponse, InsertRequest, ItemError,
-    Keypoints, Parameters, SampleRequest, Sequence, Tensor, UpdatePrioritiesRequest,
+    Keypoints, Parameters, ReportProgressRequest, SampleRequest, Sequence, Tensor,
+    UpdatePrioritiesRequest,
 };
 
 /// Largest encoded message, in bytes, that servers and clients accept or send.
@@ -55,6 +56,8 @@ pub const MAX_RECURRENT_STATE_SIZE: usize = 8192;
 pub const MAX_SAMPLE_BATCH_SIZE: u32 = 1024;
 /// Largest number of keys in one [`UpdatePrioritiesRequest`].
 pub const MAX_PRIORITY_UPDATES: usize = 65_536;
+/// Largest number of finished games in one [`ReportProgressRequest`].
+pub const MAX_FINISHED_GAMES_PER_REPORT: usize = 4096;
 /// Largest number of tensors in one [`Parameters`] snapshot.
 pub const MAX_PARAMETER_TENSORS: usize = 4096;
 
@@ -371,6 +374,23 @@ pub fn validate_parameters(parameters: &Parameters) -> Result<(), ValidationErro
         }
         check_tensor(tensor, &field)?;
         check_tensor_finite(tensor, &field)?;
+    }
+    Ok(())
+}
+
+/// Checks an actor's [`ReportProgressRequest`]: at most [`MAX_FINISHED_GAMES_PER_REPORT`]
+/// finished games, each with a finite return and a length of at least one step.
+pub fn validate_report_progress(request: &ReportProgressRequest) -> Result<(), ValidationError> {
+    if request.finished.len() > MAX_FINISHED_GAMES_PER_REPORT {
+        return Err(ValidationError::TooMany {
+            field: "finished".to_string(),
+            count: request.finished.len(),
+            max: MAX_FINISHED_GAMES_PER_REPORT,
+        });
+    }
+    for (index, game) in request.finished.iter().enumerate() {
+        check_f32_in_range(&|| format!("finished[{index}].game_return"), game.game_return, f32::MIN, f32::MAX)?;
+        check_u64_range(&|| format!("finished[{index}].game_length"), game.game_length.into(), 1, u32::MAX.into())?;
     }
     Ok(())
 }
@@ -1131,6 +1151,7 @@ mod tests {
             keypoints: vec![keypoints(2), keypoints(2)],
             model_version: 1,
             error: None,
+            gauss_std: 0.15,
         };
         validate_infer_response(&ok, 2).unwrap();
         let error = assert_invalid_argument(validate_infer_response(&ok, 3));
@@ -1509,5 +1530,19 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn progress_reports_need_finite_returns_and_real_games() {
+        use crate::v1::FinishedGame;
+        let game = |game_return: f32, game_length: u32| FinishedGame { env_id: 0, game_return, game_length };
+        let mut report = ReportProgressRequest { actor_id: 1, run_id: 9, agent_steps: 40, finished: vec![game(-3.0, 12)], parameter_version: 2 };
+        validate_report_progress(&report).unwrap();
+        report.finished.push(game(f32::NAN, 3));
+        assert_eq!(assert_invalid_argument(validate_report_progress(&report)).to_string(), "finished[1].game_return is not finite (NaN)");
+        report.finished[1] = game(1.0, 0);
+        assert_eq!(assert_invalid_argument(validate_report_progress(&report)).to_string(), "finished[1].game_length is 0, expected 1..=4294967295");
+        report.finished = vec![game(0.0, 1); MAX_FINISHED_GAMES_PER_REPORT + 1];
+        assert_resource_exhausted(validate_report_progress(&report));
     }
 }

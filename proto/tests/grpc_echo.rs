@@ -64,6 +64,7 @@ fn answer(request: &InferRequest) -> InferResponse {
             keypoints: vec![],
             model_version: 1,
             error: Some(ItemError::from(error)),
+            gauss_std: 0.0,
         };
     }
     let frames = request
@@ -87,6 +88,7 @@ fn answer(request: &InferRequest) -> InferResponse {
         keypoints,
         model_version: 1,
         error: None,
+        gauss_std: 0.15,
     }
 }
 

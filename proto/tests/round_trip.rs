@@ -143,12 +143,14 @@ fn keypoint_service_messages_round_trip() {
         keypoints: vec![keypoints(), keypoints()],
         model_version: 3,
         error: None,
+        gauss_std: 0.15,
     });
     assert_round_trip(InferResponse {
         request_id: 43,
         keypoints: vec![],
         model_version: 3,
         error: Some(item_error()),
+        gauss_std: 0.0,
     });
 }
 

@@ -36,29 +36,45 @@ impl RemoteParameters {
         Ok(Self { runtime, client, endpoint: endpoint.to_owned(), backoff: Backoff::default(), retry_for })
     }
 
-    /// The newest parameters if their version is above `have` (any version for `None`).
-    pub fn fetch_newer(&self, have: Option<u64>) -> anyhow::Result<Option<(u64, Vec<NamedArray>)>> {
-        let request = v1::GetParametersRequest { min_version: have.map_or(0, |v| v.saturating_add(1)) };
+    /// Runs one call, retrying transient failures with backoff for up to `retry_for`.
+    fn call<T, F, Fut>(&self, what: &str, mut attempt: F) -> anyhow::Result<T>
+    where
+        F: FnMut(LearnerServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let started = Instant::now();
         let mut tries = 0;
-        let response = loop {
-            let mut client = self.client.clone();
-            match self.runtime.block_on(client.get_parameters(request)) {
-                Ok(response) => break response.into_inner(),
+        loop {
+            match self.runtime.block_on(attempt(self.client.clone())) {
+                Ok(response) => return Ok(response.into_inner()),
                 Err(status) if retryable(&status) && started.elapsed() < self.retry_for => {
-                    tracing::debug!(endpoint = %self.endpoint, code = ?status.code(), "parameter fetch failed; retrying");
+                    tracing::debug!(endpoint = %self.endpoint, what, code = ?status.code(), "learner call failed; retrying");
                     std::thread::sleep(self.backoff.delay(tries));
                     tries += 1;
                 }
-                Err(status) => anyhow::bail!("parameter fetch from {} failed ({:?}): {}", self.endpoint, status.code(), status.message()),
+                Err(status) => anyhow::bail!("{what} at {} failed ({:?}): {}", self.endpoint, status.code(), status.message()),
             }
-        };
+        }
+    }
+
+    /// The newest parameters if their version is above `have` (any version for `None`).
+    pub fn fetch_newer(&self, have: Option<u64>) -> anyhow::Result<Option<(u64, Vec<NamedArray>)>> {
+        let request = v1::GetParametersRequest { min_version: have.map_or(0, |v| v.saturating_add(1)) };
+        let response = self.call("parameter fetch", |mut client| async move { client.get_parameters(request).await })?;
         let Some(parameters) = response.parameters else { return Ok(None) };
         let (version, arrays) = parameters_from_wire(&parameters)?;
         if have.is_some_and(|have| version <= have) {
             return Ok(None);
         }
         Ok(Some((version, arrays)))
+    }
+
+    /// Reports an actor's progress (see [`crate::progress`]); returns the run's totals.
+    pub fn report_progress(&self, request: &v1::ReportProgressRequest) -> anyhow::Result<v1::ReportProgressResponse> {
+        self.call("progress report", |mut client| {
+            let request = request.clone();
+            async move { client.report_progress(request).await }
+        })
     }
 
     /// The newest version the learner has published (0: none yet).

@@ -12,8 +12,12 @@
 //! - **Streams skip.** The board is a `tokio::sync::watch` channel: a slow follower receives
 //!   the newest version, never a backlog.
 //! - **Shutdown.** Open streams end when the server stops, so the graceful drain finishes.
+//! - **Run progress.** `ReportProgress` feeds a [`ProgressBoard`]: the agent steps of all actors,
+//!   their finished games and the learner's update count, so the distributed learner keeps the
+//!   embedded schedule (see [`progress`]).
 
 pub mod client;
+pub mod progress;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -24,13 +28,14 @@ use pkrl_proto::{
         self,
         learner_service_server::{LearnerService, LearnerServiceServer},
     },
-    validate::{MAX_MESSAGE_BYTES, validate_parameters},
+    validate::{MAX_MESSAGE_BYTES, validate_parameters, validate_report_progress},
 };
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 pub use client::RemoteParameters;
+pub use progress::{ProgressBoard, ProgressState, ReportedGame};
 
 /// One named `f32` array: `(name, shape, values)`, `values.len()` the product of `shape`.
 pub type NamedArray = (String, Vec<i64>, Vec<f32>);
@@ -141,12 +146,14 @@ impl ParameterBoard {
 #[derive(Clone)]
 pub struct LearnerServer {
     board: Arc<ParameterBoard>,
+    progress: Option<Arc<ProgressBoard>>,
     stopping: Stopping,
 }
 
 impl LearnerServer {
-    pub fn new(board: Arc<ParameterBoard>, stopping: Stopping) -> Self {
-        Self { board, stopping }
+    /// Serves `board`, and `progress` reports when given (`UNIMPLEMENTED` without one).
+    pub fn new(board: Arc<ParameterBoard>, progress: Option<Arc<ProgressBoard>>, stopping: Stopping) -> Self {
+        Self { board, progress, stopping }
     }
 }
 
@@ -187,14 +194,29 @@ impl LearnerService for LearnerServer {
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
     }
+
+    async fn report_progress(&self, request: Request<v1::ReportProgressRequest>) -> Result<Response<v1::ReportProgressResponse>, Status> {
+        let Some(progress) = &self.progress else {
+            return Err(Status::unimplemented("this parameter service keeps no run progress"));
+        };
+        let request = request.into_inner();
+        validate_report_progress(&request)?;
+        Ok(Response::new(progress.report(&request)))
+    }
 }
 
-/// Serves `board` on `listener` (with health and reflection) until `shutdown` resolves.
-pub async fn serve(board: Arc<ParameterBoard>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+/// Serves `board` (and `progress` reports, when given) on `listener`, with health and
+/// reflection, until `shutdown` resolves.
+pub async fn serve(
+    board: Arc<ParameterBoard>,
+    progress: Option<Arc<ProgressBoard>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let stopping = Stopping::default();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<LearnerServiceServer<LearnerServer>>().await;
-    let service = LearnerServiceServer::new(LearnerServer::new(board, stopping.clone()))
+    let service = LearnerServiceServer::new(LearnerServer::new(board, progress, stopping.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(address = %listener.local_addr()?, "learner parameter service listening");
