@@ -76,6 +76,49 @@ impl DynamicBatcherConfig {
     }
 }
 
+/// The keypoint service process (`keypoint-server`, `[keypoint_server]` in the shared config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeypointServerConfig {
+    /// gRPC address to listen on. Default `127.0.0.1:50052`.
+    pub listen: std::net::SocketAddr,
+    /// Time budget of a request whose `timeout_ms` is 0, in milliseconds: a frame still queued
+    /// after it is answered with `DEADLINE_EXCEEDED` instead of being run. Default 5000.
+    pub default_timeout_ms: u32,
+    /// libtorch intra-op threads of the service's process (0 = libtorch's default: all cores).
+    /// On a CPU shared with the learner and actors, fewer threads avoid oversubscribing the cores
+    /// with spinning thread pools; on a GPU it hardly matters. Default 0.
+    pub torch_threads: u32,
+    /// How frames from all connected actors are grouped into model forwards. Here a "request"
+    /// of the batcher is one frame: `max_batch_size` is the largest forward batch in frames and
+    /// `queue_capacity` the frames waiting before new ones are refused (`RESOURCE_EXHAUSTED`).
+    pub batching: DynamicBatcherConfig,
+}
+
+impl Default for KeypointServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 50052)),
+            default_timeout_ms: 5_000,
+            torch_threads: 0,
+            batching: DynamicBatcherConfig::default(),
+        }
+    }
+}
+
+impl KeypointServerConfig {
+    /// Checks the options (the batcher's and the default timeout).
+    pub fn validate(&self) -> Result<(), BatcherError> {
+        self.batching.validate()?;
+        if self.default_timeout_ms == 0 || self.default_timeout_ms > 60_000 {
+            return Err(BatcherError::InvalidConfig {
+                reason: format!("default_timeout_ms is {}, expected 1..=60000", self.default_timeout_ms),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

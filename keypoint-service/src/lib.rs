@@ -2,12 +2,19 @@
 //! sections 4 and 7.1) for many actors at once, batching their frames so that one forward
 //! pass serves many environments.
 //!
-//! This crate holds, for now, the library part: [`DynamicBatcher`], a generic batcher that
-//! knows nothing of tch or gRPC. It is shared by both modes of `DESIGN.md`:
-//! - embedded: actor threads call [`BatchSubmitter::submit`] and block on the
-//!   [`ResponseHandle`];
-//! - distributed: the gRPC `Infer` handler calls [`BatchSubmitter::submit_with_callback`] and
-//!   forwards each result into the stream's response channel.
+//! - [`DynamicBatcher`]: a generic batcher that knows nothing of tch or gRPC (max batch size,
+//!   max wait, bounded queue, deadlines): threads call [`BatchSubmitter::submit`] and block on the
+//!   [`ResponseHandle`]; the gRPC handler calls [`BatchSubmitter::submit_with_callback`];
+//! - [`server`]: [`KeypointServer`], a frozen [`permakey::KeypointModel`] behind
+//!   `permakey.v1.KeypointService`, batching the frames of every connected actor;
+//! - [`serve()`]: the `keypoint-server` process (health, reflection, graceful shutdown);
+//! - [`client`]: [`RemoteKeypoints`], the actors' blocking client (one stream, retries with
+//!   backoff, reconnects).
+//!
+//! ```text
+//! keypoint-server --config run.toml --set keypoints.checkpoint='"runs/pk/checkpoints"'
+//! grpcurl -plaintext 127.0.0.1:50052 grpc.health.v1.Health/Check
+//! ```
 //!
 //! The loop, as the keypoint service runs it:
 //!
@@ -61,11 +68,17 @@
 //!   (`permakey_keypoint_*`) will read it.
 
 mod batcher;
+pub mod client;
 mod config;
 mod error;
+mod serve;
+pub mod server;
 
 pub use batcher::{
     BatchResult, BatchSubmitter, BatcherStats, DynamicBatcher, ResponseHandle, ShutdownMode,
 };
-pub use config::{DynamicBatcherConfig, MAX_MAX_BATCH_SIZE, MAX_MAX_BATCH_WAIT_MICROS};
+pub use client::{InferOutput, RemoteKeypoints};
+pub use config::{DynamicBatcherConfig, KeypointServerConfig, MAX_MAX_BATCH_SIZE, MAX_MAX_BATCH_WAIT_MICROS};
 pub use error::BatcherError;
+pub use serve::{ServeReport, serve};
+pub use server::{KeypointServer, ModelInfo};
