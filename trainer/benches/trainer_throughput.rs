@@ -103,10 +103,10 @@ fn main() -> anyhow::Result<()> {
             let mut replay = LocalReplay::new(ReplayConfig { capacity_sequences: 2000, ..ReplayConfig::default() }, 2)?;
             actor.start(&mut env)?;
             let act_rate = rate(seconds, || {
-                actor.step(&mut env, &model, &mut replay, 1.0).unwrap();
+                actor.step(&mut env, &mut trainer::LocalKeypoints(&model), &mut replay, 1.0).unwrap();
             }) * NUM_ENVS as f64;
             while replay.len() < 64 {
-                actor.step(&mut env, &model, &mut replay, 1.0)?;
+                actor.step(&mut env, &mut trainer::LocalKeypoints(&model), &mut replay, 1.0)?;
             }
             let mut learner = Learner::new(learner_config.clone(), &agent, shape, num_actions as i64, device)?;
             let update_rate = rate(seconds, || {

@@ -13,7 +13,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::{
     env::VecEnv,
-    transport::{ParameterSource, ReplayWriter},
+    transport::{KeypointSource, ParameterSource, ReplayWriter},
 };
 
 /// One finished game (all lives) of a training environment.
@@ -45,6 +45,7 @@ pub struct VecActor {
     obs_shape: [usize; 3],
     store_state: bool,
     clip_rewards: bool,
+    run_id: u64,
     pub(crate) rng: ChaCha8Rng,
     /// Agent steps taken by this actor.
     pub steps: u64,
@@ -77,9 +78,20 @@ impl VecActor {
             obs_shape: writer.obs_shape,
             store_state,
             clip_rewards,
+            run_id: seed,
             rng: ChaCha8Rng::seed_from_u64(seed),
             steps: 0,
         })
+    }
+
+    /// Numbers this actor's environments `offset..offset + N` in the sequences it writes (the
+    /// distributed mode's fleet-wide environment index); call before [`VecActor::start`].
+    pub fn set_env_offset(&mut self, offset: usize) -> anyhow::Result<()> {
+        let config = self.writers[0].config().clone();
+        self.writers = (0..self.writers.len())
+            .map(|i| SequenceWriter::new(config.clone(), u32::try_from(offset + i)?, self.run_id).map_err(anyhow::Error::from))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(())
     }
 
     /// Parameter version the actor acts with (None before the first fetch).
@@ -129,19 +141,17 @@ impl VecActor {
 
     /// One step of every environment with exploration `epsilon`; sequences go to `replay`,
     /// finished games are returned.
-    pub fn step(&mut self, env: &mut dyn VecEnv, front: &dyn KeypointModel, replay: &mut dyn ReplayWriter, epsilon: f64) -> anyhow::Result<Vec<EpisodeRecord>> {
+    pub fn step(&mut self, env: &mut dyn VecEnv, front: &mut dyn KeypointSource, replay: &mut dyn ReplayWriter, epsilon: f64) -> anyhow::Result<Vec<EpisodeRecord>> {
         let n = self.writers.len();
-        let [h, w, c] = self.obs_shape.map(|x| x as i64);
-        let frames = frames_to_tensor(&self.obs, n as i64, h, w, c, front.device());
-        let out = front.keypoints(&frames);
-        let (q, next) = self.agent.step(&out.centres.to_device(self.vs.device()), &out.features.to_device(self.vs.device()), &self.state);
+        let (centres, features) = front.infer(&self.obs, n, self.obs_shape, self.vs.device())?;
+        let (q, next) = self.agent.step(&centres, &features, &self.state);
         let greedy = Vec::<i64>::try_from(q.argmax(-1, false).to_device(Device::Cpu))?;
         let num_actions = self.agent.num_actions() as usize;
         let actions: Vec<usize> = greedy
             .iter()
             .map(|&g| if self.rng.random::<f64>() < epsilon { self.rng.random_range(0..num_actions) } else { g as usize })
             .collect();
-        let centres = Vec::<f32>::try_from(out.centres.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
+        let centres = Vec::<f32>::try_from(centres.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
         let states = if self.store_state { Vec::<f32>::try_from(self.state.flatten().to_device(Device::Cpu).flatten(0, -1))? } else { Vec::new() };
         let (next_obs, steps) = env.step(&actions)?;
         let (dims, frame) = (centres.len() / n, self.obs.len() / n);

@@ -58,6 +58,7 @@
 
 pub mod actor;
 pub mod config;
+pub mod distributed;
 pub mod env;
 pub mod plot;
 pub mod remote;
@@ -69,4 +70,5 @@ pub use actor::{evaluate, front_end_shape, EpisodeRecord, VecActor};
 pub use config::{TrainConfig, TrainMode};
 pub use env::{EnvStep, VecEnv};
 pub use run::{EnvFactory, EnvRole, EvalRecord, FinalScores, MetricsRow, Trainer, TrainerSettings};
-pub use transport::{LocalParameters, LocalReplay, ParameterSink, ParameterSource, Parameters, ReplayClient, ReplayWriter};
+pub use distributed::{run_actor, ActorSummary, DistributedLearner};
+pub use transport::{KeypointSource, LocalKeypoints, LocalParameters, LocalReplay, ParameterSink, ParameterSource, Parameters, ProgressReply, ProgressReporter, ReplayClient, ReplayWriter};

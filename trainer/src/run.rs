@@ -21,7 +21,7 @@ use crate::{
     config::{TrainConfig, TrainMode},
     env::VecEnv,
     plot,
-    transport::{LocalParameters, LocalReplay, ParameterSink, Parameters, ReplayClient, ReplayWriter},
+    transport::{LocalKeypoints, LocalParameters, LocalReplay, ParameterSink, Parameters, ReplayClient, ReplayWriter},
 };
 
 /// Which environments a factory is asked for.
@@ -77,7 +77,7 @@ pub struct EvalRecord {
 }
 
 impl EvalRecord {
-    fn new(agent_steps: u64, updates: u64, results: &[(f32, u32)]) -> Self {
+    pub(crate) fn new(agent_steps: u64, updates: u64, results: &[(f32, u32)]) -> Self {
         let returns: Vec<f32> = results.iter().map(|r| r.0).collect();
         let n = returns.len().max(1) as f64;
         let mean = returns.iter().map(|&r| f64::from(r)).sum::<f64>() / n;
@@ -222,23 +222,23 @@ impl Progress {
 }
 
 /// Serialises seeding libtorch's global generator and initialising the networks (see [`Trainer::new`]).
-static NETWORK_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static NETWORK_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const CHECKPOINT_KIND: &str = "trainer";
 const REPLAY_FILE: &str = "replay.snapshot";
 
-fn derive_seed(seed: u64, role: u64, index: u64) -> u64 {
+pub(crate) fn derive_seed(seed: u64, role: u64, index: u64) -> u64 {
     let mut z = seed ^ role.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
-fn rng_state(rng: &ChaCha8Rng) -> (u128, [u8; 32]) {
+pub(crate) fn rng_state(rng: &ChaCha8Rng) -> (u128, [u8; 32]) {
     (rng.get_word_pos(), rng.get_seed())
 }
 
-fn rng_from(state: (u128, [u8; 32])) -> ChaCha8Rng {
+pub(crate) fn rng_from(state: (u128, [u8; 32])) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::from_seed(state.1);
     rng.set_word_pos(state.0);
     rng
@@ -274,13 +274,14 @@ pub struct Trainer {
     checkpointed_at: Option<u64>,
 }
 
+/// Sums over the updates since the last metrics row.
 #[derive(Default)]
-struct Window {
+pub(crate) struct Window {
     loss: f64,
     q: f64,
     grad: f64,
     updates: u64,
-    since: Option<(Instant, u64, u64)>,
+    pub(crate) since: Option<(Instant, u64, u64)>,
 }
 
 impl Trainer {
@@ -437,7 +438,7 @@ impl Trainer {
         }
         let before = self.actor.steps;
         let epsilon = t.epsilon(before);
-        let finished = self.actor.step(self.env.as_mut(), self.front.as_ref(), &mut self.replay, epsilon)?;
+        let finished = self.actor.step(self.env.as_mut(), &mut LocalKeypoints(self.front.as_ref()), &mut self.replay, epsilon)?;
         self.vector_steps += 1;
         self.episodes.extend(finished);
         let now = self.actor.steps;
@@ -510,7 +511,7 @@ impl Trainer {
                     let before = actor.steps;
                     let epsilon = t.epsilon(before);
                     let mut sequences = Vec::new();
-                    let finished = actor.step(env.as_mut(), front.as_ref(), &mut sequences, epsilon)?;
+                    let finished = actor.step(env.as_mut(), &mut LocalKeypoints(front.as_ref()), &mut sequences, epsilon)?;
                     *vector_steps += 1;
                     if tx.send(StepReport { steps: actor.steps, sequences, finished }).is_err() {
                         anyhow::bail!("the learner's end of the channel has gone");
@@ -550,84 +551,23 @@ impl Trainer {
             return self.write_logs();
         }
         let w = std::mem::take(&mut self.window);
-        let (since, steps0, updates0) = w.since.unwrap_or((self.started, 0, 0));
-        let secs = since.elapsed().as_secs_f64().max(1e-9);
-        let recent: Vec<f64> = self.episodes.iter().rev().take(10).map(|e| f64::from(e.game_return)).collect();
-        let per = |x: f64| if w.updates > 0 { x / w.updates as f64 } else { f64::NAN };
-        let row = MetricsRow {
-            agent_steps: self.actor.steps,
-            updates: self.learner.updates(),
-            episodes: self.episodes.len() as u64,
-            train_return: if recent.is_empty() { f64::NAN } else { recent.iter().sum::<f64>() / recent.len() as f64 },
-            loss: per(w.loss),
-            mean_q: per(w.q),
-            grad_norm: per(w.grad),
-            epsilon,
-            replay_size: self.replay.len() as u64,
-            agent_steps_per_s: (self.actor.steps - steps0) as f64 / secs,
-            updates_per_s: (self.learner.updates() - updates0) as f64 / secs,
-        };
-        tracing::info!(
-            steps = row.agent_steps,
-            updates = row.updates,
-            episodes = row.episodes,
-            train_return = format!("{:.1}", row.train_return),
-            loss = format!("{:.4}", row.loss),
-            q = format!("{:.3}", row.mean_q),
-            epsilon = format!("{:.3}", row.epsilon),
-            steps_per_s = format!("{:.1}", row.agent_steps_per_s),
-            "progress"
-        );
+        let row = w.into_row(self.started, self.actor.steps, self.learner.updates(), &self.episodes, epsilon, self.replay.len() as u64);
         self.metrics.push(row);
         self.window.since = Some((Instant::now(), self.actor.steps, self.learner.updates()));
         self.write_logs()
     }
 
-    fn eval_env(&mut self, index: u64) -> anyhow::Result<Box<dyn VecEnv>> {
-        let n = self.settings.train.eval_envs;
-        (self.envs)(EnvRole::Eval { num_envs: n }, derive_seed(self.seed, 5, index))
-    }
-
     fn periodic_evaluation(&mut self) -> anyhow::Result<()> {
         let index = self.evals.len() as u64;
-        let mut env = self.eval_env(index)?;
-        let (_, agent) = self.learner.online();
-        let results = evaluate(agent, self.front.as_ref(), env.as_mut(), self.settings.train.eval_episodes, 0.0, derive_seed(self.seed, 6, index))?;
-        let record = EvalRecord::new(self.actor.steps, self.learner.updates(), &results);
-        tracing::info!(steps = record.agent_steps, mean = format!("{:.1}", record.mean), std = format!("{:.1}", record.std), "evaluation");
+        let record = periodic_evaluation(&self.learner, self.front.as_ref(), &mut self.envs, &self.settings.train, self.seed, index, self.actor.steps)?;
         self.evals.push(record);
         self.write_logs()
     }
 
     fn final_evaluation(&mut self) -> anyhow::Result<FinalScores> {
         self.log_row(self.settings.train.epsilon(self.actor.steps))?;
-        let t = self.settings.train.clone();
-        let mut per_seed = Vec::new();
-        for &eval_seed in &t.final_eval_seeds {
-            // Spec 8: the environments of evaluation seed s are seeded with 2s.
-            let mut env = (self.envs)(EnvRole::Eval { num_envs: t.eval_envs }, 2 * eval_seed)?;
-            let (_, agent) = self.learner.online();
-            let results = evaluate(agent, self.front.as_ref(), env.as_mut(), t.final_eval_episodes, 0.0, derive_seed(self.seed, 7, eval_seed))?;
-            let record = EvalRecord::new(self.actor.steps, self.learner.updates(), &results);
-            tracing::info!(seed = eval_seed, mean = format!("{:.1}", record.mean), std = format!("{:.1}", record.std), "final evaluation");
-            per_seed.push((eval_seed, record));
-        }
-        let mut order: Vec<usize> = (0..per_seed.len()).collect();
-        order.sort_by(|&a, &b| per_seed[a].1.mean.total_cmp(&per_seed[b].1.mean));
-        let final_eval = per_seed[order[order.len() / 2]].1.clone();
-        let scores = FinalScores {
-            score: final_eval.mean,
-            score_std: final_eval.std,
-            final_eval_per_seed: per_seed,
-            agent_steps: self.actor.steps,
-            frames: self.actor.steps * 4,
-            updates: self.learner.updates(),
-            episodes: self.episodes.len() as u64,
-            final_eval,
-            best_periodic_eval_mean: self.evals.iter().map(|e| e.mean).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
-            keypoint_pretrain_frames: self.keypoint_pretrain_frames,
-            wall_seconds: self.started.elapsed().as_secs_f64(),
-        };
+        let scores = final_evaluation(&self.learner, self.front.as_ref(), &mut self.envs, &self.settings.train, self.seed, self.actor.steps, self.episodes.len() as u64, &self.evals)?;
+        let scores = FinalScores { keypoint_pretrain_frames: self.keypoint_pretrain_frames, wall_seconds: self.started.elapsed().as_secs_f64(), ..scores };
         write_atomic(&self.dir.join("final_scores.json"), serde_json::to_string_pretty(&scores)?.as_bytes())?;
         self.checkpoint()?;
         Ok(scores)
@@ -666,37 +606,7 @@ impl Trainer {
 
     /// Rewrites `metrics.csv`, `eval.csv`, `episodes.csv` and `learning_curve.png`.
     fn write_logs(&self) -> anyhow::Result<()> {
-        let mut csv = String::from("agent_steps,updates,episodes,train_return,loss,mean_q,grad_norm,epsilon,replay_size,agent_steps_per_s,updates_per_s\n");
-        for r in &self.metrics {
-            csv += &format!(
-                "{},{},{},{:.3},{:.6},{:.5},{:.4},{:.4},{},{:.2},{:.3}\n",
-                r.agent_steps, r.updates, r.episodes, r.train_return, r.loss, r.mean_q, r.grad_norm, r.epsilon, r.replay_size, r.agent_steps_per_s, r.updates_per_s
-            );
-        }
-        write_atomic(&self.dir.join("metrics.csv"), csv.as_bytes())?;
-        let mut csv = String::from("agent_steps,updates,mean,std,min,max,episodes\n");
-        for e in &self.evals {
-            csv += &format!("{},{},{:.2},{:.2},{:.1},{:.1},{}\n", e.agent_steps, e.updates, e.mean, e.std, e.min, e.max, e.returns.len());
-        }
-        write_atomic(&self.dir.join("eval.csv"), csv.as_bytes())?;
-        let mut csv = String::from("agent_steps,env,return,length\n");
-        for e in &self.episodes {
-            csv += &format!("{},{},{},{}\n", e.agent_steps, e.env, e.game_return, e.game_length);
-        }
-        write_atomic(&self.dir.join("episodes.csv"), csv.as_bytes())?;
-        let train: Vec<(f64, f64)> = self
-            .episodes
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let from = i.saturating_sub(9);
-                let window = &self.episodes[from..=i];
-                (e.agent_steps as f64, window.iter().map(|x| f64::from(x.game_return)).sum::<f64>() / window.len() as f64)
-            })
-            .collect();
-        let eval: Vec<(f64, f64)> = self.evals.iter().map(|e| (e.agent_steps as f64, e.mean)).collect();
-        plot::learning_curve(&self.dir.join("learning_curve.png"), &train, &eval, self.settings.train.agent_steps as f64)?;
-        Ok(())
+        write_run_logs(&self.dir, &self.metrics, &self.evals, &self.episodes, self.settings.train.agent_steps)
     }
 
     pub fn dir(&self) -> &Path {
@@ -708,8 +618,137 @@ impl Trainer {
     }
 }
 
+impl Window {
+    /// The metrics row closing this window at `agent_steps` / `updates` (rates over the time since
+    /// the window opened, or since `started`), logged as a progress line.
+    pub(crate) fn into_row(self, started: Instant, agent_steps: u64, updates: u64, episodes: &[EpisodeRecord], epsilon: f64, replay_size: u64) -> MetricsRow {
+        let w = self;
+        let (since, steps0, updates0) = w.since.unwrap_or((started, 0, 0));
+        let secs = since.elapsed().as_secs_f64().max(1e-9);
+        let recent: Vec<f64> = episodes.iter().rev().take(10).map(|e| f64::from(e.game_return)).collect();
+        let per = |x: f64| if w.updates > 0 { x / w.updates as f64 } else { f64::NAN };
+        let row = MetricsRow {
+            agent_steps,
+            updates,
+            episodes: episodes.len() as u64,
+            train_return: if recent.is_empty() { f64::NAN } else { recent.iter().sum::<f64>() / recent.len() as f64 },
+            loss: per(w.loss),
+            mean_q: per(w.q),
+            grad_norm: per(w.grad),
+            epsilon,
+            replay_size,
+            agent_steps_per_s: agent_steps.saturating_sub(steps0) as f64 / secs,
+            updates_per_s: updates.saturating_sub(updates0) as f64 / secs,
+        };
+        tracing::info!(
+            steps = row.agent_steps,
+            updates = row.updates,
+            episodes = row.episodes,
+            train_return = format!("{:.1}", row.train_return),
+            loss = format!("{:.4}", row.loss),
+            q = format!("{:.3}", row.mean_q),
+            epsilon = format!("{:.3}", row.epsilon),
+            steps_per_s = format!("{:.1}", row.agent_steps_per_s),
+            "progress"
+        );
+        row
+    }
+
+    /// Adds one update's figures.
+    pub(crate) fn add(&mut self, stats: &learner::UpdateStats) {
+        self.loss += stats.loss;
+        self.q += stats.mean_q;
+        self.grad += stats.grad_norm;
+        self.updates += 1;
+    }
+}
+
+/// Rewrites `metrics.csv`, `eval.csv`, `episodes.csv` and `learning_curve.png` in `dir`.
+pub(crate) fn write_run_logs(dir: &Path, metrics: &[MetricsRow], evals: &[EvalRecord], episodes: &[EpisodeRecord], budget: u64) -> anyhow::Result<()> {
+    let mut csv = String::from("agent_steps,updates,episodes,train_return,loss,mean_q,grad_norm,epsilon,replay_size,agent_steps_per_s,updates_per_s\n");
+    for r in metrics {
+        csv += &format!(
+            "{},{},{},{:.3},{:.6},{:.5},{:.4},{:.4},{},{:.2},{:.3}\n",
+            r.agent_steps, r.updates, r.episodes, r.train_return, r.loss, r.mean_q, r.grad_norm, r.epsilon, r.replay_size, r.agent_steps_per_s, r.updates_per_s
+        );
+    }
+    write_atomic(&dir.join("metrics.csv"), csv.as_bytes())?;
+    let mut csv = String::from("agent_steps,updates,mean,std,min,max,episodes\n");
+    for e in evals {
+        csv += &format!("{},{},{:.2},{:.2},{:.1},{:.1},{}\n", e.agent_steps, e.updates, e.mean, e.std, e.min, e.max, e.returns.len());
+    }
+    write_atomic(&dir.join("eval.csv"), csv.as_bytes())?;
+    let mut csv = String::from("agent_steps,env,return,length\n");
+    for e in episodes {
+        csv += &format!("{},{},{},{}\n", e.agent_steps, e.env, e.game_return, e.game_length);
+    }
+    write_atomic(&dir.join("episodes.csv"), csv.as_bytes())?;
+    let train: Vec<(f64, f64)> = episodes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let from = i.saturating_sub(9);
+            let window = &episodes[from..=i];
+            (e.agent_steps as f64, window.iter().map(|x| f64::from(x.game_return)).sum::<f64>() / window.len() as f64)
+        })
+        .collect();
+    let eval: Vec<(f64, f64)> = evals.iter().map(|e| (e.agent_steps as f64, e.mean)).collect();
+    plot::learning_curve(&dir.join("learning_curve.png"), &train, &eval, budget as f64)?;
+    Ok(())
+}
+
+/// Periodic evaluation number `index` (spec 8) of the learner's online network at `agent_steps`.
+pub(crate) fn periodic_evaluation(learner: &Learner, front: &dyn KeypointModel, envs: &mut EnvFactory, t: &TrainConfig, seed: u64, index: u64, agent_steps: u64) -> anyhow::Result<EvalRecord> {
+    let mut env = envs(EnvRole::Eval { num_envs: t.eval_envs }, derive_seed(seed, 5, index))?;
+    let (_, agent) = learner.online();
+    let results = evaluate(agent, front, env.as_mut(), t.eval_episodes, 0.0, derive_seed(seed, 6, index))?;
+    let record = EvalRecord::new(agent_steps, learner.updates(), &results);
+    tracing::info!(steps = record.agent_steps, mean = format!("{:.1}", record.mean), std = format!("{:.1}", record.std), "evaluation");
+    Ok(record)
+}
+
+/// The final evaluation (spec 8) over `t.final_eval_seeds`: the median seed's mean is the score.
+/// `keypoint_pretrain_frames` and `wall_seconds` are left for the caller to fill in.
+pub(crate) fn final_evaluation(
+    learner: &Learner,
+    front: &dyn KeypointModel,
+    envs: &mut EnvFactory,
+    t: &TrainConfig,
+    seed: u64,
+    agent_steps: u64,
+    episodes: u64,
+    evals: &[EvalRecord],
+) -> anyhow::Result<FinalScores> {
+    let mut per_seed = Vec::new();
+    for &eval_seed in &t.final_eval_seeds {
+        // Spec 8: the environments of evaluation seed s are seeded with 2s.
+        let mut env = envs(EnvRole::Eval { num_envs: t.eval_envs }, 2 * eval_seed)?;
+        let (_, agent) = learner.online();
+        let results = evaluate(agent, front, env.as_mut(), t.final_eval_episodes, 0.0, derive_seed(seed, 7, eval_seed))?;
+        let record = EvalRecord::new(agent_steps, learner.updates(), &results);
+        tracing::info!(seed = eval_seed, mean = format!("{:.1}", record.mean), std = format!("{:.1}", record.std), "final evaluation");
+        per_seed.push((eval_seed, record));
+    }
+    let mut order: Vec<usize> = (0..per_seed.len()).collect();
+    order.sort_by(|&a, &b| per_seed[a].1.mean.total_cmp(&per_seed[b].1.mean));
+    let final_eval = per_seed[order[order.len() / 2]].1.clone();
+    Ok(FinalScores {
+        score: final_eval.mean,
+        score_std: final_eval.std,
+        final_eval_per_seed: per_seed,
+        agent_steps,
+        frames: agent_steps * 4,
+        updates: learner.updates(),
+        episodes,
+        final_eval,
+        best_periodic_eval_mean: evals.iter().map(|e| e.mean).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
+        keypoint_pretrain_frames: None,
+        wall_seconds: 0.0,
+    })
+}
+
 /// Whether a step from `before` to `now` agent steps passed a multiple of `every` (0: never).
-fn crossed(every: u64, before: u64, now: u64) -> bool {
+pub(crate) fn crossed(every: u64, before: u64, now: u64) -> bool {
     every > 0 && before / every != now / every
 }
 
@@ -717,14 +756,17 @@ fn crossed(every: u64, before: u64, now: u64) -> bool {
 /// metrics window.
 fn update_once(learner: &mut Learner, replay: &mut LocalReplay, front: &dyn KeypointModel, window: &mut Window, settings: &TrainerSettings) -> anyhow::Result<()> {
     let batch = replay.sample(settings.learner.batch_size)?;
+    learn_on(learner, front, &batch, replay, window, settings)
+}
+
+/// One learner update on `batch`, new priorities to `replay` when sampling is prioritised;
+/// accumulates the metrics window.
+pub(crate) fn learn_on(learner: &mut Learner, front: &dyn KeypointModel, batch: &replay::SampledBatch, replay: &mut dyn ReplayClient, window: &mut Window, settings: &TrainerSettings) -> anyhow::Result<()> {
     let stats = learner.update(front, &batch.items, &batch.weights)?;
     if settings.replay.sampling == SamplingMode::Prioritized {
         replay.update_priorities(&batch.keys, &stats.priorities)?;
     }
-    window.loss += stats.loss;
-    window.q += stats.mean_q;
-    window.grad += stats.grad_norm;
-    window.updates += 1;
+    window.add(&stats);
     Ok(())
 }
 
@@ -781,7 +823,7 @@ impl LearnerSide<'_> {
 }
 
 /// Publishes the learner's online parameters under its update count.
-fn publish_to(params: &LocalParameters, learner: &Learner) -> anyhow::Result<()> {
+pub(crate) fn publish_to(params: &dyn ParameterSink, learner: &Learner) -> anyhow::Result<()> {
     let (vs, _) = learner.online();
     params.publish(Parameters::from_var_store(learner.updates(), vs)?)
 }

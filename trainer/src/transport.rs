@@ -1,14 +1,16 @@
 //! The transports between the boxes, each one interface with an in-process implementation here
-//! and a gRPC one in the distributed system (issue 8): the actor writes sequences to a
-//! [`ReplayWriter`] and pulls parameters from a [`ParameterSource`]; the learner samples from the
-//! replay through a [`ReplayClient`] and publishes through a [`ParameterSink`].
+//! and a gRPC one in [`crate::remote`] (issue 8): the actor gets keypoints from a
+//! [`KeypointSource`], writes sequences to a [`ReplayWriter`], pulls parameters from a
+//! [`ParameterSource`] and reports its steps to a [`ProgressReporter`]; the learner samples from
+//! the replay through a [`ReplayClient`] and publishes through a [`ParameterSink`].
 
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use replay::{ReplayConfig, SampleKey, SampledBatch, Sequence, SequenceReplay};
-use tch::Tensor;
+use permakey::model::{frames_to_tensor, KeypointModel};
+use tch::{Device, Tensor};
 
 /// The replay buffer as an actor sees it: somewhere to put sequences.
 pub trait ReplayWriter: Send {
@@ -70,6 +72,44 @@ pub trait ParameterSource: Send {
 /// Where the learner publishes parameters.
 pub trait ParameterSink: Send {
     fn publish(&self, parameters: Parameters) -> anyhow::Result<()>;
+}
+
+/// The frozen keypoint front end as the actor sees it.
+pub trait KeypointSource {
+    /// Centres `n x K x 2` and features `n x C x H x W`, on `device`, of `n` HWC u8 frames of
+    /// `shape` back to back.
+    fn infer(&mut self, frames: &[u8], n: usize, shape: [usize; 3], device: Device) -> anyhow::Result<(Tensor, Tensor)>;
+}
+
+/// A keypoint model in this process (the embedded mode; the keypoint service runs the same).
+pub struct LocalKeypoints<'a>(pub &'a dyn KeypointModel);
+
+impl KeypointSource for LocalKeypoints<'_> {
+    fn infer(&mut self, frames: &[u8], n: usize, shape: [usize; 3], device: Device) -> anyhow::Result<(Tensor, Tensor)> {
+        let [h, w, c] = shape.map(|x| x as i64);
+        let out = self.0.keypoints(&frames_to_tensor(frames, n as i64, h, w, c, self.0.device()));
+        Ok((out.centres.to_device(device), out.features.to_device(device)))
+    }
+}
+
+/// What the learner answers an actor's progress report with (see
+/// [`learner_service::progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProgressReply {
+    /// Agent steps of all actors of the run.
+    pub total_agent_steps: u64,
+    /// Learner updates done.
+    pub updates: u64,
+    /// Updates the schedule asks for now (equal to `updates` while the learner waits for data).
+    pub updates_due: u64,
+    /// The run's budget is spent: stop acting.
+    pub done: bool,
+}
+
+/// Where an actor reports its agent steps and finished games.
+pub trait ProgressReporter: Send {
+    /// `agent_steps`: this actor's steps since it started; `finished`: games since the last report.
+    fn report(&mut self, agent_steps: u64, finished: &[crate::EpisodeRecord], parameter_version: Option<u64>) -> anyhow::Result<ProgressReply>;
 }
 
 /// In-process replay: the replay library behind a mutex, sampled with a seeded generator.

@@ -83,7 +83,7 @@ fn parameters_published_by_the_learner_reach_a_remote_actor_exactly() {
 
     let board = Arc::new(ParameterBoard::default());
     let served = board.clone();
-    let address = spawn_server(move |listener| learner_service::serve(served, listener, std::future::pending()));
+    let address = spawn_server(move |listener| learner_service::serve(served, None, listener, std::future::pending()));
     let remote = RemoteParameters::new(&format!("http://{address}"), Duration::from_secs(10)).unwrap();
     let local = LocalParameters::default();
     let sinks: [&dyn ParameterSink; 2] = [&board, &local];
