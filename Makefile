@@ -6,12 +6,13 @@ RUN_ARGS ?= --config config/quick.toml
 # batch 256 of the full model takes minutes per step on a 2-core CPU; the GPU table uses 1,32,256
 KEYPOINT_BENCH_BATCHES ?= 1,32
 
-.PHONY: setup run test bench cuda cuda-setup clean-deps help eval-keypoints
+.PHONY: setup run test bench cuda cuda-setup clean-deps help eval-keypoints cluster
 
 help:
 	@echo "make run    - set up, then run the main job (embedded mode)"
 	@echo "make test   - set up, then run every test (Rust workspace + Python parity checks)"
 	@echo "make bench  - set up (with the Python baselines), then write the benchmark tables"
+	@echo "make cluster - set up, then run the distributed mode as local processes (replay, keypoints, learner, ACTORS actors)"
 	@echo "make cuda   - build the CUDA variant against the full PyTorch 2.11.0 (target/cuda)"
 	@echo "make eval-keypoints DIR=runs GAME=MsPacman - RAM-grounded keypoint metric for every checkpoint"
 
@@ -29,8 +30,18 @@ bench: setup
 	$(CARGO) bench -p atari --bench env_throughput
 	$(CARGO) bench -p trainer --bench trainer_throughput
 	$(CARGO) bench -p replay-service --bench replay_throughput
+	$(CARGO) bench -p keypoint-service --bench keypoint_service
+	$(CARGO) bench -p permakey-rl --bench distributed
 	mkdir -p target/bench
 	$(CARGO) run --release -p permakey-rl -- --device auto keypoints bench --batches $(KEYPOINT_BENCH_BATCHES) --seconds 2 | tee target/bench/keypoints.md
+
+# The distributed mode on 127.0.0.1 (scripts/cluster.sh): default the toy world in ~2 minutes;
+# for Atari pass a keypoint checkpoint, e.g.
+#   make cluster CLUSTER_ARGS="--config config/quick.toml --set keypoints.checkpoint=runs/x/permakey/checkpoints"
+CLUSTER_ARGS ?= --config config/cluster-toy.toml
+cluster: setup
+	$(CARGO) build --release -p permakey-rl --bins
+	scripts/cluster.sh $(CLUSTER_ARGS)
 
 # Scores every checkpoint under DIR (default runs/) on GAME with the RAM-grounded keypoint metric.
 DIR ?= runs

@@ -6,8 +6,11 @@
 //! - `collect`: the Atari-100k environment pool stepping a seeded random policy: episode
 //!   statistics, throughput and recordings of what the agent sees.
 //! - `atari games | record`: list the ROMs; record an episode as GIF and PNG strip.
+//! - [`cluster`]: the distributed mode's processes (`keypoint-server`, `learner`, `actor`
+//!   binaries; `replay-server` too).
 //! - `doctor`: checks libtorch, the device, the ROMs and ALE; times a conv net's forward+backward.
 
+pub mod cluster;
 pub mod collect;
 pub mod doctor;
 pub mod eval_keypoints;

@@ -14,7 +14,10 @@ use atari::{EnvConfig, EnvPool, RomCatalog};
 use permakey::KeypointModel;
 use pkrl_config::{Config, KeypointModelKind};
 use tch::Tensor;
-use trainer::{EnvFactory, EnvRole, FinalScores, Trainer, VecEnv};
+use trainer::{
+    toy::{OracleKeypoints, ToyConfig, ToyVecEnv},
+    EnvFactory, EnvRole, FinalScores, Trainer, VecEnv,
+};
 
 use crate::keypoints::{self, LoadedModel, ModelKind};
 
@@ -39,17 +42,20 @@ impl KeypointModel for LoadedModel {
     }
 }
 
-/// The front end for `dir`'s run: the configured checkpoint, or one pre-trained in `dir`; with
-/// the number of pre-training frames when this run collected them.
-pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<(LoadedModel, Option<u64>)> {
+/// The front end for `dir`'s run: the oracle of the toy world, the configured checkpoint, or one
+/// pre-trained in `dir`; with the number of pre-training frames when this run collected them.
+pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<(Box<dyn KeypointModel>, Option<u64>)> {
     let device = permakey::resolve_device(config.device)?;
+    if config.keypoints.model == KeypointModelKind::Oracle {
+        return Ok((Box::new(OracleKeypoints::new(device)), None));
+    }
     if let Some(path) = &config.keypoints.checkpoint {
-        let model = LoadedModel::load(path, device).with_context(|| format!("keypoints.checkpoint {}", path.display()))?;
-        return Ok((model, None));
+        return Ok((Box::new(loaded_checkpoint(path, device)?), None));
     }
     let kind = match config.keypoints.model {
         KeypointModelKind::Permakey => ModelKind::Permakey,
         KeypointModelKind::Transporter => ModelKind::Transporter,
+        KeypointModelKind::Oracle => unreachable!("handled above"),
     };
     let trained = dir.join(format!("{kind:?}").to_lowercase());
     let checkpoints = trained.join("checkpoints");
@@ -64,11 +70,39 @@ pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<(LoadedModel, Op
         }
         keypoints::train(config, kind, &data, &trained, false)?;
     }
-    Ok((LoadedModel::load(&checkpoints, device)?, Some(config.keypoints.pretrain_frames)))
+    Ok((Box::new(LoadedModel::load(&checkpoints, device)?), Some(config.keypoints.pretrain_frames)))
 }
 
-/// Atari environments of `config` for the trainer.
-pub fn atari_envs(config: &Config) -> anyhow::Result<EnvFactory> {
+/// The front end of a process that must not train one (the keypoint service, the distributed
+/// learner): the oracle for the toy world, otherwise `keypoints.checkpoint`.
+pub fn frozen_front_end(config: &Config) -> anyhow::Result<Box<dyn KeypointModel>> {
+    let device = permakey::resolve_device(config.device)?;
+    if config.keypoints.model == KeypointModelKind::Oracle {
+        return Ok(Box::new(OracleKeypoints::new(device)));
+    }
+    let path = config.keypoints.checkpoint.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("keypoints.checkpoint must name a pre-trained model here (train one with `permakey-rl keypoints train`, or use env.game = \"toy\" with keypoints.model = \"oracle\")")
+    })?;
+    Ok(Box::new(loaded_checkpoint(path, device)?))
+}
+
+fn loaded_checkpoint(path: &Path, device: tch::Device) -> anyhow::Result<LoadedModel> {
+    LoadedModel::load(path, device).with_context(|| format!("keypoints.checkpoint {}", path.display()))
+}
+
+/// Environments of `config` for the trainer: Atari, or the sprite corridor for `env.game = "toy"`.
+pub fn env_factory(config: &Config) -> anyhow::Result<EnvFactory> {
+    if config.env.game == pkrl_config::TOY_GAME {
+        let toy = ToyConfig { size: config.env.obs_height as usize, ..ToyConfig::default() };
+        toy.validate()?;
+        anyhow::ensure!(config.env.obs_height == config.env.obs_width && !config.env.grayscale, "the toy world renders square RGB frames; set env.obs_height = env.obs_width and grayscale = false");
+        return Ok(Box::new(move |role, seed| -> anyhow::Result<Box<dyn VecEnv>> {
+            let n = match role {
+                EnvRole::Train { num_envs } | EnvRole::Eval { num_envs } => num_envs,
+            };
+            Ok(Box::new(ToyVecEnv::new(&toy, n, seed)?))
+        }));
+    }
     let roms = RomCatalog::discover()?;
     let (train, eval): (EnvConfig, EnvConfig) = (config.env.clone(), config.eval_env());
     let threads = match config.train.env_threads {
@@ -95,13 +129,13 @@ pub fn train_agent(config: &Config, dir: &Path, resume: bool) -> anyhow::Result<
         config.env.obs_width,
         if config.env.grayscale { "grayscale" } else { "RGB" }
     );
-    let envs = atari_envs(config)?;
-    let mut trainer = Trainer::new(config.trainer_settings(), config.run.seed, dir, Box::new(front), envs, resume)?;
+    let envs = env_factory(config)?;
+    let mut trainer = Trainer::new(config.trainer_settings(), config.run.seed, dir, front, envs, resume)?;
     trainer.keypoint_pretrain_frames = pretrain_frames;
     if config.train.mode == trainer::TrainMode::Threads {
         // The learner's thread gets its own instance of the same frozen model.
         let (second, _) = front_end(config, dir)?;
-        trainer.set_learner_front(Box::new(second));
+        trainer.set_learner_front(second);
     }
     trainer.run()
 }

@@ -28,6 +28,7 @@ pub use permakey::{
 pub use actor::SequenceWriterConfig;
 pub use agent::AgentConfig;
 pub use learner::LearnerConfig;
+pub use keypoint_service::{DynamicBatcherConfig, KeypointServerConfig};
 pub use replay::{ReplayConfig, ReplayServerConfig};
 pub use trainer::TrainConfig;
 
@@ -98,6 +99,57 @@ pub enum KeypointModelKind {
     #[default]
     Permakey,
     Transporter,
+    /// The sprite corridor's colour-centroid oracle (`env.game = "toy"` only): tests the agent
+    /// and the distributed system apart from keypoint learning.
+    Oracle,
+}
+
+/// `env.game` that selects the project's sprite corridor ([`trainer::toy`]) instead of a ROM.
+pub const TOY_GAME: &str = "toy";
+
+/// The learner's parameter and progress service (`learner` binary).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearnerServerConfig {
+    /// gRPC address to listen on. Default `127.0.0.1:50053`.
+    pub listen: SocketAddr,
+}
+
+impl Default for LearnerServerConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 50053)) }
+    }
+}
+
+/// Where the distributed mode's processes find each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Replay service endpoint the learner and the actors use.
+    pub replay: String,
+    /// Keypoint service endpoint of the actors.
+    pub keypoints: String,
+    /// Learner (parameters, progress) endpoint of the actors.
+    pub learner: String,
+    /// How long a client retries an unreachable or overloaded service (exponential backoff)
+    /// before its process gives up, in seconds.
+    pub retry_for_s: u64,
+    /// libtorch intra-op threads of each actor process (its forward is one small batch per vector
+    /// step; several actors share the cores, and multi-threaded libtorch in every process
+    /// oversubscribes them). Default 1; 0 = libtorch's default (all cores).
+    pub actor_torch_threads: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            replay: "http://127.0.0.1:50051".into(),
+            keypoints: "http://127.0.0.1:50052".into(),
+            learner: "http://127.0.0.1:50053".into(),
+            retry_for_s: 300,
+            actor_torch_threads: 1,
+        }
+    }
 }
 
 /// The agent's keypoint front end.
@@ -177,6 +229,12 @@ pub struct Config {
     pub replay: ReplayConfig,
     /// The replay service of the distributed mode: address, snapshots, rate limiter.
     pub replay_server: ReplayServerConfig,
+    /// The keypoint service of the distributed mode: address, batching, default deadline.
+    pub keypoint_server: KeypointServerConfig,
+    /// The learner's parameter and progress service of the distributed mode.
+    pub learner_server: LearnerServerConfig,
+    /// Endpoints and size of the distributed mode.
+    pub cluster: ClusterConfig,
     /// How episodes are cut into replay sequences (length, period, burn-in).
     pub sequence: SequenceWriterConfig,
     pub logging: LoggingConfig,
@@ -201,6 +259,9 @@ impl Default for Config {
             learner: LearnerConfig::default(),
             replay: ReplayConfig::default(),
             replay_server: ReplayServerConfig::default(),
+            keypoint_server: KeypointServerConfig::default(),
+            learner_server: LearnerServerConfig::default(),
+            cluster: ClusterConfig::default(),
             sequence: SequenceWriterConfig::default(),
             logging: LoggingConfig::default(),
             metrics: MetricsConfig::default(),
@@ -251,6 +312,18 @@ impl Config {
         }
         self.trainer_settings().validate().map_err(|e| ConfigError::Invalid(one_line(&e.to_string())))?;
         self.replay_server.validate().map_err(|e| ConfigError::Invalid(format!("replay_server: {e}")))?;
+        self.keypoint_server.validate().map_err(|e| ConfigError::Invalid(format!("keypoint_server: {e}")))?;
+        for (name, endpoint) in [("replay", &self.cluster.replay), ("keypoints", &self.cluster.keypoints), ("learner", &self.cluster.learner)] {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!("cluster.{name} must be an http:// or https:// endpoint, got '{endpoint}'")));
+            }
+        }
+        if (self.keypoints.model == KeypointModelKind::Oracle) != (self.env.game == TOY_GAME) {
+            return Err(ConfigError::Invalid(format!(
+                "keypoints.model = \"oracle\" goes with env.game = \"{TOY_GAME}\" and only with it (got model {:?}, game '{}')",
+                self.keypoints.model, self.env.game
+            )));
+        }
         if !matches!(self.logging.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid(format!("logging.format must be text or json, got '{}'", self.logging.format)));
         }

@@ -1,0 +1,42 @@
+//! `actor`: one actor process of the distributed mode (see `permakey_rl::cluster`).
+
+use clap::Parser;
+use pkrl_config::{init_tracing, CommonArgs};
+
+/// Steps train.num_envs environments with keypoints from the keypoint service and a local copy
+/// of the learner's Q-network; writes sequences to the replay service.
+#[derive(Parser)]
+#[command(name = "actor", version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// This actor's index in the fleet (0-based; seeds and environment numbers derive from it).
+    #[arg(long, default_value_t = 0)]
+    id: u32,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(error) = run(args) {
+        eprintln!("actor: {}", format!("{error:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.common.load()?;
+    let _span = init_tracing("actor", &config.logging);
+    let summary = permakey_rl::cluster::run_actor_process(&config, args.id)?;
+    let games = match summary.games.len() {
+        0 => "no finished games".to_owned(),
+        n => format!("{n} games (mean return {:.2})", summary.games.iter().map(|g| f64::from(g.game_return)).sum::<f64>() / n as f64),
+    };
+    println!(
+        "actor {}: {} agent steps, {games}, parameter version {}, {}",
+        args.id,
+        summary.agent_steps,
+        summary.parameter_version.map_or("none".to_owned(), |v| v.to_string()),
+        if summary.finished_budget { "budget spent" } else { "stopped" }
+    );
+    Ok(())
+}

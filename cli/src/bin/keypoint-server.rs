@@ -1,0 +1,32 @@
+//! `keypoint-server`: the keypoint service of the distributed mode (see `permakey_rl::cluster`).
+
+use clap::Parser;
+use pkrl_config::{init_tracing, CommonArgs};
+
+/// Serves the frozen keypoint model (keypoints.checkpoint, or the toy world's oracle) over gRPC
+/// with dynamic batching across actors (permakey.v1.KeypointService, health, reflection).
+#[derive(Parser)]
+#[command(name = "keypoint-server", version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on (overrides keypoint_server.listen).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(error) = run(args) {
+        eprintln!("keypoint-server: {}", format!("{error:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.common.load()?;
+    let _span = init_tracing("keypoint-service", &config.logging);
+    let report = permakey_rl::cluster::run_keypoint_server(&config, args.listen)?;
+    tracing::info!(stats = ?report, "keypoint service stopped");
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! `learner`: the distributed mode's learner process (see `permakey_rl::cluster`).
+
+use clap::Parser;
+use pkrl_config::{init_tracing, CommonArgs};
+
+/// Trains the recurrent Q-network from the replay service and serves its parameters and the
+/// run's progress (permakey.v1.LearnerService, health, reflection); writes the run folder.
+#[derive(Parser)]
+#[command(name = "learner", version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on (overrides learner_server.listen).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Continue the run in <run.out_dir>/<run.name> from its latest learner checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(error) = run(args) {
+        eprintln!("learner: {}", format!("{error:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.common.load()?;
+    let _span = init_tracing("learner", &config.logging);
+    let dir = if args.resume {
+        anyhow::ensure!(!config.run.name.is_empty(), "--resume needs the run's name: --set run.name=<folder under {}>", config.run.out_dir.display());
+        config.run.out_dir.join(&config.run.name)
+    } else {
+        permakey_rl::create_run_dir(&config)?
+    };
+    tracing::info!(dir = %dir.display(), "run folder");
+    match permakey_rl::cluster::run_learner(&config, &dir, args.resume, args.listen)? {
+        Some(scores) => println!(
+            "final evaluation after {} agent steps, {} updates: score {:.1} (std {:.1}); run folder {}",
+            scores.agent_steps,
+            scores.updates,
+            scores.score,
+            scores.score_std,
+            dir.display()
+        ),
+        None => println!("stopped before the budget; checkpoint in {}/checkpoints (continue with --resume)", dir.display()),
+    }
+    Ok(())
+}
