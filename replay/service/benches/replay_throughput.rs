@@ -4,7 +4,9 @@
 //! sequences (12 steps of 84x84x3 frames, 7 keypoints: 255 KB each) and for small ones (12 steps
 //! of 4x4x3, to show the per-item cost without the frame copies).
 //!
-//! Rows: inserts/s and sampled items/s (batches of 32), and the gRPC/library ratio. The library
+//! Rows: inserts/s (one RPC per sequence as actors insert, and 256 per stream with
+//! `RemoteReplay::insert_batch`) and sampled items/s (batches of 32 and 256), and the
+//! gRPC/library ratio. The library
 //! inserts shared `Arc`s (no frame copy) and samples return `Arc`s; over gRPC every item is
 //! encoded, copied through HTTP/2 on loopback and decoded. The table is
 //! printed and written to `target/bench/replay.md`. `PERMAKEY_BENCH_SECONDS` (default 2) bounds
@@ -21,6 +23,8 @@ use replay::{RateLimiterConfig, ReplayConfig, ReplayServerConfig, SequenceReplay
 use replay_service::RemoteReplay;
 
 const BATCH: usize = 32;
+/// Sequences per bulk insert stream and per large sample.
+const BULK: usize = 256;
 
 /// Calls `f` for about `seconds` after one warm-up call; returns items per second, `f` returning
 /// the items it handled.
@@ -71,7 +75,19 @@ fn main() {
             batch.len()
         });
         let remote_sample = rate(seconds, || remote.sample(BATCH).unwrap().len());
-        for (operation, local, over_grpc) in [("insert", local_insert, remote_insert), (&*format!("sample (batch {BATCH})"), local_sample, remote_sample)] {
+        let bulk = vec![batch[0].clone(); BULK];
+        let remote_bulk_insert = rate(seconds, || {
+            remote.insert_batch(&bulk).unwrap();
+            bulk.len()
+        });
+        let local_big_sample = rate(seconds, || library.sample(BULK, &mut rng).unwrap().len());
+        let remote_big_sample = rate(seconds, || remote.sample(BULK).unwrap().len());
+        for (operation, local, over_grpc) in [
+            ("insert (one RPC per sequence)", local_insert, remote_insert),
+            (&*format!("insert ({BULK} per stream, `insert_batch`)"), local_insert, remote_bulk_insert),
+            (&*format!("sample (batch {BATCH})"), local_sample, remote_sample),
+            (&*format!("sample (batch {BULK})"), local_big_sample, remote_big_sample),
+        ] {
             writeln!(out, "| {name} | {operation} | {local:.0} | {over_grpc:.0} | {:.4} |", over_grpc / local).unwrap();
         }
     }

@@ -21,7 +21,7 @@ use std::{
 use pkrl_proto::{
     serving::{Backoff, blocking_channel, retryable},
     v1::{self, replay_service_client::ReplayServiceClient},
-    validate::MAX_MESSAGE_BYTES,
+    validate::{MAX_MESSAGE_BYTES, MAX_SEQUENCES_PER_INSERT},
 };
 use replay::{SampleKey, SampledBatch, Sequence};
 use tonic::{Status, transport::Channel};
@@ -99,6 +99,25 @@ impl RemoteReplay {
             evicted += response.evicted;
         }
         Ok(evicted)
+    }
+
+    /// Inserts `sequences` in order on one stream, up to [`MAX_SEQUENCES_PER_INSERT`] per message
+    /// (bulk loads, benchmarks): one round trip for the lot instead of one per sequence. Returns
+    /// the number of evictions. Unlike [`RemoteReplay::insert`], a transient failure part-way
+    /// (the rate limiter's insert timeout, a lost connection) retries the whole batch, so the
+    /// sequences stored before the failure can be stored twice (at-least-once).
+    pub fn insert_batch(&self, sequences: &[Sequence]) -> anyhow::Result<u64> {
+        let mut messages = Vec::new();
+        for chunk in sequences.chunks(MAX_SEQUENCES_PER_INSERT) {
+            let wire = chunk.iter().map(|s| sequence_to_wire(s, 0.0)).collect::<Result<Vec<_>, _>>()?;
+            messages.push(v1::InsertRequest { sequences: wire });
+        }
+        let response = self.call("insert", |mut client| {
+            let messages = messages.clone();
+            async move { client.insert_sequences(tokio_stream::iter(messages)).await.map(tonic::Response::into_inner) }
+        })?;
+        anyhow::ensure!(response.inserted == sequences.len() as u64, "replay stored {} of {} sequences", response.inserted, sequences.len());
+        Ok(response.evicted)
     }
 
     /// Samples `batch_size` sequences, waiting (with retries) while the rate limiter holds the
