@@ -23,6 +23,7 @@ pub struct EnvPool {
     obs: Vec<u8>,
     infos: Vec<StepInfo>,
     obs_len: usize,
+    frame_skip: u32,
     threads: rayon::ThreadPool,
 }
 
@@ -55,7 +56,12 @@ impl EnvPool {
             episode_length: 0,
             ram: [0; crate::emulator::RAM_SIZE],
         };
-        Ok(Self { obs: vec![0; obs_len * num_envs], infos: vec![blank; num_envs], envs, obs_len, threads })
+        Ok(Self { obs: vec![0; obs_len * num_envs], infos: vec![blank; num_envs], envs, obs_len, frame_skip: config.frame_skip, threads })
+    }
+
+    /// Emulator frames per agent step.
+    pub fn frame_skip(&self) -> u32 {
+        self.frame_skip
     }
 
     pub fn num_envs(&self) -> usize {

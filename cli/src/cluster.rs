@@ -53,6 +53,26 @@ pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// Ids given as `auto` are below this, so `id * train.num_envs` environment numbers stay in u32.
+pub const AUTO_ID_RANGE: u32 = 100_000;
+
+/// An actor's id from its `--id` argument: a number, or `auto` (a hash of the host name, below
+/// [`AUTO_ID_RANGE`]; two replicas collide with probability ~n^2 / 200,000).
+pub fn actor_id(arg: &str) -> anyhow::Result<u32> {
+    if arg == "auto" {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .map_err(|_| anyhow::anyhow!("--id auto: cannot read the host name; pass --id N"))?;
+        // FNV-1a, stable across builds and platforms (unlike std's hasher).
+        let hash = host.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let id = (hash % u64::from(AUTO_ID_RANGE)) as u32;
+        tracing::info!(host, id, "actor id from the host name");
+        return Ok(id);
+    }
+    arg.parse().map_err(|_| anyhow::anyhow!("--id must be a number or auto, got '{arg}'"))
+}
+
 fn retry_for(config: &Config) -> Duration {
     Duration::from_secs(config.cluster.retry_for_s)
 }
@@ -159,4 +179,18 @@ fn model_version(checkpoint: Option<&PathBuf>) -> u64 {
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .and_then(|meta| meta.get("step").and_then(serde_json::Value::as_u64))
         .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actor_ids_are_numbers_or_derived_from_the_host_name() {
+        assert_eq!(actor_id("17").unwrap(), 17);
+        assert_eq!(actor_id("x").unwrap_err().to_string(), "--id must be a number or auto, got 'x'");
+        let auto = actor_id("auto").unwrap();
+        assert!(auto < AUTO_ID_RANGE);
+        assert_eq!(actor_id("auto").unwrap(), auto, "stable for one host");
+    }
 }

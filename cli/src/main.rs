@@ -157,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let _span = init_tracing("permakey-rl", &config.logging);
     match cli.command {
         Command::Run { resume } => {
+            let _metrics = pkrl_telemetry::install(config.metrics.listen, "permakey-rl", &[])?;
             let dir = if resume {
                 anyhow::ensure!(!config.run.name.is_empty(), "--resume needs the run's name: --set run.name=<folder under {}>", config.run.out_dir.display());
                 let dir = config.run.out_dir.join(&config.run.name);

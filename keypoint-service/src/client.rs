@@ -87,7 +87,10 @@ impl RemoteKeypoints {
             request.request_id = self.next_id;
             let failure = match self.attempt(&request) {
                 Ok(response) => match response.error {
-                    None => return decode(response, n, include_features),
+                    None => {
+                        metrics::histogram!(pkrl_telemetry::names::KEYPOINT_CLIENT_SECONDS).record(started.elapsed().as_secs_f64());
+                        return decode(response, n, include_features);
+                    }
                     Some(error) => {
                         let code = error.code();
                         let message = format!("keypoint request to {} failed ({code:?}): {}", self.endpoint, error.message);

@@ -32,6 +32,7 @@ use pkrl_proto::{
     v1::{self, ErrorCode, ItemError, keypoint_service_server::KeypointService},
     validate::validate_infer_request,
 };
+use pkrl_telemetry::names;
 use tch::{Device, Kind, Tensor};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
@@ -150,7 +151,12 @@ impl KeypointServer {
         config.validate()?;
         let info = ModelInfo { num_keypoints: model.num_keypoints() as usize, image_size: model.image_size() as usize, gauss_std: model.gauss_std(), version };
         let batcher = Batcher::start(config.batching.clone(), move |jobs: &[FrameJob]| -> Result<Vec<FrameResult>, Box<dyn std::error::Error + Send + Sync>> {
-            run_batch(model.as_ref(), jobs).map_err(|e| e.to_string().into())
+            let started = Instant::now();
+            let out = run_batch(model.as_ref(), jobs).map_err(|e| e.to_string().into());
+            metrics::histogram!(names::KEYPOINT_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(names::KEYPOINT_BATCH_SIZE).record(jobs.len() as f64);
+            metrics::counter!(names::KEYPOINT_FRAMES).increment(jobs.len() as u64);
+            out
         })?;
         let server = Self { submitter: batcher.submitter(), info, default_timeout: Duration::from_millis(config.default_timeout_ms.into()), stopping };
         Ok((server, ServerBatcher(batcher)))
@@ -164,11 +170,14 @@ impl KeypointServer {
     /// once with an error).
     fn take(&self, request: v1::InferRequest, answers: &mpsc::UnboundedSender<Result<v1::InferResponse, Status>>) {
         let id = request.request_id;
+        let received = Instant::now();
         let fail = |code: ErrorCode, message: String| {
+            count_error(code);
             let _ = answers.send(Ok(error_response(id, code, message)));
         };
         if let Err(error) = validate_infer_request(&request) {
             let item = ItemError::from(error);
+            count_error(item.code());
             let _ = answers.send(Ok(v1::InferResponse { request_id: id, error: Some(item), ..Default::default() }));
             return;
         }
@@ -190,6 +199,7 @@ impl KeypointServer {
             answers: answers.clone(),
             id,
             info: self.info,
+            received,
         }));
         for (index, frame) in frames.into_iter().enumerate() {
             let job = FrameJob { pixels: frame.pixels, features: request.include_features, heatmaps: request.include_heatmaps };
@@ -197,9 +207,10 @@ impl KeypointServer {
             let submitted = self.submitter.submit_with_callback(job, deadline, move |result| lock(&slot).fill(index, result));
             if let Err(error) = submitted {
                 lock(&pending).fill(index, Err(error));
-                return;
+                break;
             }
         }
+        metrics::gauge!(names::KEYPOINT_QUEUE_DEPTH).set(self.submitter.stats().queue_len as f64);
     }
 }
 
@@ -229,6 +240,19 @@ struct Pending {
     answers: mpsc::UnboundedSender<Result<v1::InferResponse, Status>>,
     id: u64,
     info: ModelInfo,
+    received: Instant,
+}
+
+/// Counts an answered error by its reason.
+fn count_error(code: ErrorCode) {
+    let reason = match code {
+        ErrorCode::InvalidArgument => "invalid",
+        ErrorCode::ResourceExhausted => "overloaded",
+        ErrorCode::DeadlineExceeded => "deadline",
+        ErrorCode::Unavailable => "unavailable",
+        _ => "internal",
+    };
+    metrics::counter!(names::KEYPOINT_REQUEST_ERRORS, "reason" => reason).increment(1);
 }
 
 impl Pending {
@@ -239,6 +263,7 @@ impl Pending {
         match result {
             Err(error) => {
                 self.answered = true;
+                count_error(error_code(&error));
                 let _ = self.answers.send(Ok(error_response(self.id, error_code(&error), error.to_string())));
             }
             Ok(frame) => {
@@ -256,6 +281,7 @@ impl Pending {
                         })
                         .collect();
                     let response = v1::InferResponse { request_id: self.id, keypoints, model_version: self.info.version, error: None, gauss_std: self.info.gauss_std as f32 };
+                    metrics::histogram!(names::KEYPOINT_REQUEST_SECONDS).record(self.received.elapsed().as_secs_f64());
                     let _ = self.answers.send(Ok(response));
                 }
             }
@@ -274,6 +300,8 @@ impl KeypointService for KeypointServer {
         let (answers, receiver) = mpsc::unbounded_channel();
         let server = self.clone();
         tokio::spawn(async move {
+            let streams = metrics::gauge!(names::KEYPOINT_STREAMS);
+            streams.increment(1.0);
             loop {
                 let message = tokio::select! {
                     message = inbound.next() => message,
@@ -292,6 +320,7 @@ impl KeypointService for KeypointServer {
                 }
             }
             // The stream ends when every pending request (each holds a sender) is answered.
+            streams.decrement(1.0);
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(receiver))))
     }

@@ -181,10 +181,24 @@ impl VecActor {
             }
         }
         self.obs.copy_from_slice(next_obs);
+        record_step(n as u64, env.frames_per_step(), epsilon, &finished);
         let keep = Tensor::from_slice(&keep).to_device(self.vs.device()).unsqueeze(1);
         self.state = LstmState { h: &next.h * &keep, c: &next.c * &keep };
         replay.insert(sequences)?;
         Ok(finished)
+    }
+}
+
+/// The step's metrics (`pkrl_agent_steps_total`, frames, finished games, epsilon).
+fn record_step(agent_steps: u64, frames_per_step: u64, epsilon: f64, finished: &[EpisodeRecord]) {
+    use pkrl_telemetry::names;
+    metrics::counter!(names::AGENT_STEPS).increment(agent_steps);
+    metrics::counter!(names::ENV_FRAMES).increment(agent_steps * frames_per_step);
+    metrics::gauge!(names::ACTOR_EPSILON).set(epsilon);
+    for game in finished {
+        metrics::counter!(names::EPISODES).increment(1);
+        metrics::histogram!(names::EPISODE_RETURN).record(f64::from(game.game_return));
+        metrics::histogram!(names::EPISODE_LENGTH).record(f64::from(game.game_length));
     }
 }
 

@@ -45,6 +45,7 @@ use std::{
 
 use agent::FrontEndShape;
 use learner::Learner;
+use pkrl_telemetry::names;
 use learner_service::{ProgressBoard, ProgressState};
 use permakey::model::KeypointModel;
 use replay::SampledBatch;
@@ -62,6 +63,8 @@ use crate::{
 pub const PREFETCH_DEPTH: usize = 2;
 /// How long an actor sleeps between reports while it waits for the learner.
 const HOLD_POLL: Duration = Duration::from_millis(20);
+/// An actor counts as connected while its last report is at most this old.
+const ACTIVE_WITHIN: Duration = Duration::from_secs(30);
 const CHECKPOINT_KIND: &str = "distributed-learner";
 
 /// The seed of actor `actor_id`'s environments (`role` 1) or exploration (`role` 3) in process
@@ -127,13 +130,17 @@ pub fn run_actor(
         reply = progress.report(actor.steps, &pending, actor.version())?;
         reported_at = actor.steps;
         pending.clear();
-        let mut held = false;
+        let mut held = None;
         while reply.updates_due > reply.updates + t.max_update_lag && !reply.done && !stop.load(Ordering::Acquire) {
-            held = true;
+            held.get_or_insert_with(Instant::now);
             std::thread::sleep(HOLD_POLL);
             reply = progress.report(actor.steps, &[], actor.version())?;
         }
-        summary.held_steps += u64::from(held);
+        if let Some(since) = held {
+            summary.held_steps += 1;
+            metrics::histogram!(names::ACTOR_HELD_SECONDS).record(since.elapsed().as_secs_f64());
+        }
+        metrics::gauge!(names::ACTOR_PARAMETER_LAG).set(reply.updates.saturating_sub(actor.version().unwrap_or(0)) as f64);
     }
     let cut = actor.cut(replay)?;
     reply = progress.report(actor.steps, &[], actor.version())?;
@@ -294,6 +301,7 @@ impl DistributedLearner {
         let _stop_prefetch = StopOnDrop(prefetch_stop);
         drop(prefetching); // detached: it may sit in a retrying sample when the run ends
         publish_to(params, &self.learner)?;
+        metrics::gauge!(names::LEARNER_BUDGET_AGENT_STEPS).set(budget as f64);
         self.window.since = Some((Instant::now(), self.steps_seen, self.learner.updates()));
         let mut drained_since: Option<Instant> = None;
         loop {
@@ -305,6 +313,8 @@ impl DistributedLearner {
             }
             self.collect_games();
             let total = self.progress.total_agent_steps().min(budget);
+            metrics::gauge!(names::LEARNER_RUN_AGENT_STEPS).set(total as f64);
+            metrics::gauge!(names::LEARNER_ACTORS).set(self.progress.active_actors(ACTIVE_WITHIN) as f64);
             if total >= budget {
                 self.progress.finish();
             }
@@ -329,6 +339,7 @@ impl DistributedLearner {
                         let waited = Instant::now();
                         let got = rx.recv_timeout(Duration::from_millis(200));
                         self.time.batch_wait += waited.elapsed();
+                        metrics::histogram!(names::LEARNER_BATCH_WAIT_SECONDS).record(waited.elapsed().as_secs_f64());
                         self.progress.set_waiting_for_data(false);
                         match got {
                             Ok(batch) => Some(batch),

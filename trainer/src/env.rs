@@ -31,6 +31,10 @@ pub trait VecEnv: Send {
     fn reset(&mut self) -> anyhow::Result<&[u8]>;
     /// Steps environment `i` with `actions[i]`; returns the observations and per-env reports.
     fn step(&mut self, actions: &[usize]) -> anyhow::Result<(&[u8], Vec<EnvStep>)>;
+    /// Emulator frames per agent step (Atari's frame skip; 1 for worlds without frames).
+    fn frames_per_step(&self) -> u64 {
+        1
+    }
 }
 
 impl VecEnv for atari::EnvPool {
@@ -42,6 +46,9 @@ impl VecEnv for atari::EnvPool {
     }
     fn obs_shape(&self) -> [usize; 3] {
         atari::EnvPool::obs_shape(self)
+    }
+    fn frames_per_step(&self) -> u64 {
+        u64::from(atari::EnvPool::frame_skip(self))
     }
     fn reset(&mut self) -> anyhow::Result<&[u8]> {
         Ok(atari::EnvPool::reset(self)?.obs)

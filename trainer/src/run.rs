@@ -703,6 +703,7 @@ pub(crate) fn periodic_evaluation(learner: &Learner, front: &dyn KeypointModel, 
     let (_, agent) = learner.online();
     let results = evaluate(agent, front, env.as_mut(), t.eval_episodes, 0.0, derive_seed(seed, 6, index))?;
     let record = EvalRecord::new(agent_steps, learner.updates(), &results);
+    metrics::gauge!(pkrl_telemetry::names::EVAL_RETURN).set(record.mean);
     tracing::info!(steps = record.agent_steps, mean = format!("{:.1}", record.mean), std = format!("{:.1}", record.std), "evaluation");
     Ok(record)
 }
@@ -762,7 +763,16 @@ fn update_once(learner: &mut Learner, replay: &mut LocalReplay, front: &dyn Keyp
 /// One learner update on `batch`, new priorities to `replay` when sampling is prioritised;
 /// accumulates the metrics window.
 pub(crate) fn learn_on(learner: &mut Learner, front: &dyn KeypointModel, batch: &replay::SampledBatch, replay: &mut dyn ReplayClient, window: &mut Window, settings: &TrainerSettings) -> anyhow::Result<()> {
+    let started = Instant::now();
     let stats = learner.update(front, &batch.items, &batch.weights)?;
+    {
+        use pkrl_telemetry::names;
+        metrics::histogram!(names::LEARNER_UPDATE_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(names::LEARNER_UPDATES).increment(1);
+        metrics::gauge!(names::LEARNER_LOSS).set(stats.loss);
+        metrics::gauge!(names::LEARNER_Q_MEAN).set(stats.mean_q);
+        metrics::gauge!(names::LEARNER_GRAD_NORM).set(stats.grad_norm);
+    }
     if settings.replay.sampling == SamplingMode::Prioritized {
         replay.update_priorities(&batch.keys, &stats.priorities)?;
     }
@@ -825,7 +835,9 @@ impl LearnerSide<'_> {
 /// Publishes the learner's online parameters under its update count.
 pub(crate) fn publish_to(params: &dyn ParameterSink, learner: &Learner) -> anyhow::Result<()> {
     let (vs, _) = learner.online();
-    params.publish(Parameters::from_var_store(learner.updates(), vs)?)
+    params.publish(Parameters::from_var_store(learner.updates(), vs)?)?;
+    metrics::gauge!(pkrl_telemetry::names::LEARNER_PARAMETER_VERSION).set(learner.updates() as f64);
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.

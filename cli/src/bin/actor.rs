@@ -10,9 +10,11 @@ use pkrl_config::{init_tracing, CommonArgs};
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// This actor's index in the fleet (0-based; seeds and environment numbers derive from it).
-    #[arg(long, default_value_t = 0)]
-    id: u32,
+    /// This actor's index in the fleet (seeds and environment numbers derive from it; unique per
+    /// actor), or `auto`: a number derived from the host name, for replicas that share one
+    /// command line (`docker compose --scale`, a Kubernetes Deployment).
+    #[arg(long, default_value = "0")]
+    id: String,
 }
 
 fn main() {
@@ -25,15 +27,16 @@ fn main() {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.common.load()?;
+    let id = permakey_rl::cluster::actor_id(&args.id)?;
     let _span = init_tracing("actor", &config.logging);
-    let summary = permakey_rl::cluster::run_actor_process(&config, args.id)?;
+    let _metrics = pkrl_telemetry::install(config.metrics.listen, "actor", &[("actor_id", id.to_string())])?;
+    let summary = permakey_rl::cluster::run_actor_process(&config, id)?;
     let games = match summary.games.len() {
         0 => "no finished games".to_owned(),
         n => format!("{n} games (mean return {:.2})", summary.games.iter().map(|g| f64::from(g.game_return)).sum::<f64>() / n as f64),
     };
     println!(
-        "actor {}: {} agent steps, {games}, parameter version {}, {}",
-        args.id,
+        "actor {id}: {} agent steps, {games}, parameter version {}, {}",
         summary.agent_steps,
         summary.parameter_version.map_or("none".to_owned(), |v| v.to_string()),
         if summary.finished_budget { "budget spent" } else { "stopped" }

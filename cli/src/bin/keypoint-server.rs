@@ -26,6 +26,7 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.common.load()?;
     let _span = init_tracing("keypoint-service", &config.logging);
+    let _metrics = pkrl_telemetry::install(config.metrics.listen, "keypoint-service", &[])?;
     let report = permakey_rl::cluster::run_keypoint_server(&config, args.listen)?;
     tracing::info!(stats = ?report, "keypoint service stopped");
     Ok(())

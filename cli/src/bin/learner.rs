@@ -14,8 +14,12 @@ struct Args {
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
     /// Continue the run in <run.out_dir>/<run.name> from its latest learner checkpoint.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume_or_start")]
     resume: bool,
+    /// Continue the run in <run.out_dir>/<run.name> when it has a learner checkpoint, else start
+    /// it there (for restarts under a supervisor: Docker, Kubernetes). Needs run.name.
+    #[arg(long)]
+    resume_or_start: bool,
 }
 
 fn main() {
@@ -29,14 +33,21 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.common.load()?;
     let _span = init_tracing("learner", &config.logging);
-    let dir = if args.resume {
+    let _metrics = pkrl_telemetry::install(config.metrics.listen, "learner", &[])?;
+    let resume = if args.resume_or_start {
+        anyhow::ensure!(!config.run.name.is_empty(), "--resume-or-start needs the run's name: --set run.name=<folder under {}>", config.run.out_dir.display());
+        config.run.out_dir.join(&config.run.name).join("checkpoints").join("latest").exists()
+    } else {
+        args.resume
+    };
+    let dir = if resume {
         anyhow::ensure!(!config.run.name.is_empty(), "--resume needs the run's name: --set run.name=<folder under {}>", config.run.out_dir.display());
         config.run.out_dir.join(&config.run.name)
     } else {
         permakey_rl::create_run_dir(&config)?
     };
-    tracing::info!(dir = %dir.display(), "run folder");
-    match permakey_rl::cluster::run_learner(&config, &dir, args.resume, args.listen)? {
+    tracing::info!(dir = %dir.display(), resume, "run folder");
+    match permakey_rl::cluster::run_learner(&config, &dir, resume, args.listen)? {
         Some(scores) => println!(
             "final evaluation after {} agent steps, {} updates: score {:.1} (std {:.1}); run folder {}",
             scores.agent_steps,

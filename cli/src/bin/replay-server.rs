@@ -25,6 +25,7 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.common.load()?;
     let _span = init_tracing("replay", &config.logging);
+    let _metrics = pkrl_telemetry::install(config.metrics.listen, "replay", &[])?;
     let mut server_config = config.replay_server.clone();
     if let Some(listen) = args.listen {
         server_config.listen = listen;

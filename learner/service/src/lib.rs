@@ -166,6 +166,9 @@ impl LearnerService for LearnerServer {
         let latest = self.board.latest();
         let latest_version = latest.as_ref().map_or(0, |p| p.version);
         let parameters = latest.filter(|p| p.version >= min_version).map(|p| (*p).clone());
+        if parameters.is_some() {
+            metrics::counter!(pkrl_telemetry::names::PARAMETER_FETCHES).increment(1);
+        }
         Ok(Response::new(v1::GetParametersResponse { parameters, latest_version }))
     }
 
@@ -200,7 +203,7 @@ impl LearnerService for LearnerServer {
             return Err(Status::unimplemented("this parameter service keeps no run progress"));
         };
         let request = request.into_inner();
-        validate_report_progress(&request)?;
+        validate_report_progress(&request).inspect_err(|_| metrics::counter!(pkrl_telemetry::names::INVALID_REQUESTS, "service" => "learner").increment(1))?;
         Ok(Response::new(progress.report(&request)))
     }
 }

@@ -53,6 +53,8 @@ pub type Schedule = Arc<dyn Fn(u64) -> u64 + Send + Sync>;
 
 struct Inner {
     state: ProgressState,
+    /// When each actor last reported (not checkpointed).
+    seen: BTreeMap<u32, std::time::Instant>,
     updates: u64,
     done: bool,
     waiting_for_data: bool,
@@ -69,7 +71,7 @@ pub struct ProgressBoard {
 impl ProgressBoard {
     /// A board for a run of `budget` agent steps whose learner owes `schedule(steps)` updates.
     pub fn new(budget: u64, schedule: Schedule, state: ProgressState, updates: u64) -> Self {
-        Self { inner: Mutex::new(Inner { state, updates, done: false, waiting_for_data: false, pending: Vec::new() }), budget, schedule }
+        Self { inner: Mutex::new(Inner { state, seen: BTreeMap::new(), updates, done: false, waiting_for_data: false, pending: Vec::new() }), budget, schedule }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -79,6 +81,7 @@ impl ProgressBoard {
     /// Records an actor's report (validated by the caller) and answers with the run's totals.
     pub fn report(&self, request: &v1::ReportProgressRequest) -> v1::ReportProgressResponse {
         let mut inner = self.lock();
+        inner.seen.insert(request.actor_id, std::time::Instant::now());
         let entry = inner.state.actors.get(&request.actor_id).copied();
         match entry {
             Some((run_id, steps)) if run_id == request.run_id => {
@@ -111,6 +114,11 @@ impl ProgressBoard {
     /// Agent steps of the whole run so far.
     pub fn total_agent_steps(&self) -> u64 {
         self.lock().state.total()
+    }
+
+    /// Actors whose last report is at most `within` old.
+    pub fn active_actors(&self, within: std::time::Duration) -> usize {
+        self.lock().seen.values().filter(|t| t.elapsed() <= within).count()
     }
 
     /// The run's budget of agent steps.
@@ -179,6 +187,7 @@ mod tests {
         board.set_waiting_for_data(true);
         assert_eq!(board.report(&report(1, 22, 100, &[])).updates_due, 7, "no hold while the learner starves");
         board.set_waiting_for_data(false);
+        assert_eq!(board.active_actors(std::time::Duration::from_secs(30)), 2);
         let games = board.drain_games();
         assert_eq!(games.iter().map(|g| (g.actor_id, g.game_return, g.total_agent_steps)).collect::<Vec<_>>(), [(1, 2.0, 140), (1, -1.0, 188), (1, 3.5, 188)]);
         assert!(board.drain_games().is_empty());

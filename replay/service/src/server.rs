@@ -21,8 +21,10 @@
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
+
+use pkrl_telemetry::names;
 
 use pkrl_proto::{
     v1::{self, replay_service_server::ReplayService},
@@ -91,6 +93,8 @@ impl ReplayServer {
         let limiter = BlockingRateLimiter::with_counts(config.rate_limiter.clone(), counts)?;
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let shared = Shared { table: Mutex::new(Table { replay, rng }), limiter, config };
+        metrics::gauge!(names::REPLAY_CAPACITY).set(shared.table().replay.capacity() as f64);
+        metrics::gauge!(names::REPLAY_SIZE).set(shared.table().replay.len() as f64);
         Ok((Self { shared: Arc::new(shared) }, started))
     }
 
@@ -99,8 +103,11 @@ impl ReplayServer {
         let Some(path) = &self.shared.config.snapshot_path else {
             return Ok(None);
         };
+        let started = Instant::now();
         let copy = self.shared.table().replay.clone();
         copy.save_snapshot(path)?;
+        metrics::histogram!(names::REPLAY_SNAPSHOT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(names::REPLAY_SNAPSHOTS).increment(1);
         Ok(Some(copy.len()))
     }
 
@@ -119,7 +126,10 @@ impl ReplayServer {
         let timeout = Duration::from_millis(self.shared.config.insert_timeout_ms);
         let (mut inserted, mut evicted) = (0, 0);
         for (sequence, priority) in sequences {
-            self.shared.limiter.acquire_insert(timeout).map_err(limiter_status)?;
+            let waited = Instant::now();
+            let acquired = self.shared.limiter.acquire_insert(timeout);
+            metrics::histogram!(names::REPLAY_LIMITER_WAIT_SECONDS, "op" => "insert").record(waited.elapsed().as_secs_f64());
+            acquired.map_err(limiter_status)?;
             let mut table = self.shared.table();
             let was_full = table.replay.len() == table.replay.capacity();
             let key = table.replay.insert(sequence).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -128,13 +138,19 @@ impl ReplayServer {
             }
             inserted += 1;
             evicted += u64::from(was_full);
+            metrics::gauge!(names::REPLAY_SIZE).set(table.replay.len() as f64);
         }
+        metrics::counter!(names::REPLAY_INSERTS).increment(inserted);
+        metrics::counter!(names::REPLAY_EVICTIONS).increment(evicted);
         Ok((inserted, evicted))
     }
 
     fn sample_batch(&self, batch_size: usize) -> Result<v1::SampleResponse, Status> {
         let timeout = Duration::from_millis(self.shared.config.sample_timeout_ms);
-        self.shared.limiter.acquire_sample(batch_size as u64, timeout).map_err(limiter_status)?;
+        let waited = Instant::now();
+        let acquired = self.shared.limiter.acquire_sample(batch_size as u64, timeout);
+        metrics::histogram!(names::REPLAY_LIMITER_WAIT_SECONDS, "op" => "sample").record(waited.elapsed().as_secs_f64());
+        acquired.map_err(limiter_status)?;
         let mut guard = self.shared.table();
         let table = &mut *guard;
         let batch = table.replay.sample(batch_size, &mut table.rng).map_err(|e| match e {
@@ -153,12 +169,16 @@ impl ReplayServer {
                 weight: batch.weights[i],
             });
         }
+        metrics::counter!(names::REPLAY_SAMPLES).increment(samples.len() as u64);
         Ok(v1::SampleResponse { samples, replay_size })
     }
 }
 
 /// Rate-limiter failures as statuses the clients know how to retry.
 fn limiter_status(error: ReplayError) -> Status {
+    if let ReplayError::RateLimiterTimeout { operation, .. } = &error {
+        metrics::counter!(names::REPLAY_LIMITER_TIMEOUTS, "op" => *operation).increment(1);
+    }
     match &error {
         ReplayError::RateLimiterTimeout { operation: "insert", .. } => Status::resource_exhausted(error.to_string()),
         ReplayError::RateLimiterTimeout { .. } => Status::deadline_exceeded(error.to_string()),
@@ -166,6 +186,10 @@ fn limiter_status(error: ReplayError) -> Status {
         ReplayError::SampleRequestTooLarge { .. } => Status::invalid_argument(error.to_string()),
         _ => Status::internal(error.to_string()),
     }
+}
+
+fn invalid() {
+    metrics::counter!(names::INVALID_REQUESTS, "service" => "replay").increment(1);
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
@@ -179,7 +203,7 @@ impl ReplayService for ReplayServer {
         let (mut inserted, mut evicted) = (0, 0);
         while let Some(message) = stream.next().await {
             let message = message?;
-            validate_insert_request(&message)?;
+            validate_insert_request(&message).inspect_err(|_| invalid())?;
             let mut sequences = Vec::with_capacity(message.sequences.len());
             for (index, sequence) in message.sequences.into_iter().enumerate() {
                 let converted = sequence_from_validated_wire(sequence).map_err(|e| Status::invalid_argument(format!("sequences[{index}]: {e}")))?;
@@ -195,7 +219,7 @@ impl ReplayService for ReplayServer {
 
     async fn sample(&self, request: Request<v1::SampleRequest>) -> Result<Response<v1::SampleResponse>, Status> {
         let request = request.into_inner();
-        validate_sample_request(&request)?;
+        validate_sample_request(&request).inspect_err(|_| invalid())?;
         let server = self.clone();
         let response = blocking(move || server.sample_batch(request.batch_size as usize)).await?;
         Ok(Response::new(response))
@@ -206,7 +230,7 @@ impl ReplayService for ReplayServer {
         request: Request<v1::UpdatePrioritiesRequest>,
     ) -> Result<Response<v1::UpdatePrioritiesResponse>, Status> {
         let request = request.into_inner();
-        validate_update_priorities_request(&request)?;
+        validate_update_priorities_request(&request).inspect_err(|_| invalid())?;
         let mut table = self.shared.table();
         let capacity = table.replay.capacity();
         let keys: Vec<_> = request.keys.iter().map(|&k| key_from_wire(k, capacity)).collect();
