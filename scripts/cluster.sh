@@ -35,7 +35,7 @@ stop_all() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
-trap 'echo "cluster: stopping"; stop_all; exit 130' INT TERM
+trap 'echo "cluster: stopping"; pids+=(${learner:-}); stop_all; exit 130' INT TERM
 "$BIN/replay-server" "${common[@]}" $(metrics 0) >"$logs/replay.log" 2>&1 & pids+=($!)
 "$BIN/keypoint-server" "${common[@]}" $(metrics 1) >"$logs/keypoint-service.log" 2>&1 & pids+=($!)
 "$BIN/learner" "${common[@]}" $(metrics 2) >"$logs/learner.log" 2>&1 & learner=$!

@@ -39,7 +39,8 @@ start=$(date +%s)
 
 # --- 1. Debian packages the build needs --------------------------------------------------------
 need_apt=()
-for pkg in zlib1g-dev g++ make python3-venv; do
+# prometheus: the real Prometheus the dashboard test scrapes a run with (cli/tests/dashboards.rs).
+for pkg in zlib1g-dev g++ make python3-venv prometheus; do
   if [ "$pkg" = python3-venv ]; then
     "$PY" -c 'import venv, ensurepip' 2>/dev/null || need_apt+=("$pkg")
   else

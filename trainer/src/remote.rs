@@ -31,9 +31,10 @@ impl ReplayClient for RemoteReplay {
         RemoteReplay::update_priorities(self, keys, priorities).map(|_| ())
     }
 
-    /// The server's size; 0 when it cannot be reached (the caller's next call reports why).
+    /// The server's size; 0 when it cannot be reached within two seconds (the caller's next
+    /// call reports why). No retries: a learner stopping while the replay is gone must not wait.
     fn len(&self) -> usize {
-        self.stats().map_or(0, |stats| stats.size as usize)
+        self.stats_once().map_or(0, |stats| stats.size as usize)
     }
 }
 

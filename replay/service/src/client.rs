@@ -153,6 +153,18 @@ impl RemoteReplay {
         Ok(response.updated)
     }
 
+    /// The server's counters from one attempt of at most two seconds, no retries (for
+    /// informational reads that must not hold a stopping process for `retry_for`).
+    pub fn stats_once(&self) -> anyhow::Result<v1::StatsResponse> {
+        let mut client = self.client.clone();
+        let answer = self.runtime.block_on(async move { tokio::time::timeout(Duration::from_secs(2), client.stats(v1::StatsRequest {})).await });
+        match answer {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => anyhow::bail!("replay stats at {} failed ({:?}): {}", self.endpoint, status.code(), status.message()),
+            Err(_) => anyhow::bail!("replay stats at {} timed out", self.endpoint),
+        }
+    }
+
     /// The server's counters.
     pub fn stats(&self) -> anyhow::Result<v1::StatsResponse> {
         self.call("stats", |mut client| async move { client.stats(v1::StatsRequest {}).await.map(tonic::Response::into_inner) })
