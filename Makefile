@@ -6,13 +6,15 @@ RUN_ARGS ?= --config config/quick.toml
 # batch 256 of the full model takes minutes per step on a 2-core CPU; the GPU table uses 1,32,256
 KEYPOINT_BENCH_BATCHES ?= 1,32
 
-.PHONY: setup run test bench cuda cuda-setup clean-deps help eval-keypoints cluster
+.PHONY: setup run test bench cuda cuda-setup clean-deps help eval-keypoints cluster images compose-test
 
 help:
 	@echo "make run    - set up, then run the main job (embedded mode)"
 	@echo "make test   - set up, then run every test (Rust workspace + Python parity checks)"
 	@echo "make bench  - set up (with the Python baselines), then write the benchmark tables"
 	@echo "make cluster - set up, then run the distributed mode as local processes (replay, keypoints, learner, ACTORS actors)"
+	@echo "make images - build the container images offline (base image, permakey-rl, prometheus) for docker-compose.yml"
+	@echo "make compose-test - images, then the compose stack on the toy world with container kills (deploy/docker/test-compose.sh)"
 	@echo "make cuda   - build the CUDA variant against the full PyTorch 2.11.0 (target/cuda)"
 	@echo "make eval-keypoints DIR=runs GAME=MsPacman - RAM-grounded keypoint metric for every checkpoint"
 
@@ -42,6 +44,14 @@ CLUSTER_ARGS ?= --config config/cluster-toy.toml
 cluster: setup
 	$(CARGO) build --release -p permakey-rl --bins
 	scripts/cluster.sh $(CLUSTER_ARGS)
+
+# Container images for docker-compose.yml (no registry needed; see README "Containers").
+images:
+	scripts/docker-build.sh
+
+compose-test: setup
+	$(CARGO) build --release -p permakey-rl --bins
+	deploy/docker/test-compose.sh --no-cargo
 
 # Scores every checkpoint under DIR (default runs/) on GAME with the RAM-grounded keypoint metric.
 DIR ?= runs
