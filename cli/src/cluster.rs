@@ -80,7 +80,8 @@ fn retry_for(config: &Config) -> Duration {
 /// The learner process: trains from the replay service and serves parameters and progress on
 /// `learner_server.listen` until the budget is spent (then it evaluates, writes
 /// `final_scores.json` and exits) or a stop signal (then it checkpoints and exits).
-pub fn run_learner(config: &Config, dir: &std::path::Path, resume: bool, listen: Option<SocketAddr>) -> anyhow::Result<Option<FinalScores>> {
+pub fn run_learner(config: &Config, dir: &std::path::Path, resume: bool, listen: Option<SocketAddr>, idle_when_done: bool) -> anyhow::Result<Option<FinalScores>> {
+    check_sampling_can_start(config)?;
     let stop = stop_on_signal()?;
     let front = frozen_front_end(config)?;
     let envs = env_factory(config)?;
@@ -96,9 +97,38 @@ pub fn run_learner(config: &Config, dir: &std::path::Path, resume: bool, listen:
     let sampler = RemoteReplay::connect(&config.cluster.replay, retry_for(config))?;
     let mut replay = RemoteReplay::connect(&config.cluster.replay, retry_for(config))?;
     let outcome = learner.run(Box::new(sampler), &mut replay, &board, &stop);
+    if idle_when_done && matches!(outcome, Ok(Some(_))) {
+        // Keep answering actors (`done`) and serving the final parameters until stopped.
+        tracing::info!("budget spent and evaluated; serving until stopped (--idle-when-done)");
+        wait_for(&stop);
+    }
     let _ = shutdown_tx.send(());
     runtime.block_on(serving)??;
     outcome
+}
+
+/// Sleeps until `stop` is set.
+fn wait_for(stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Refuses a replay rate limiter that cannot let the learner sample within the run's budget:
+/// `min_size_to_sample` sequences must fit well inside the about `agent_steps / sequence.period`
+/// sequences the actors write (each environment writes one per `period` steps).
+pub fn check_sampling_can_start(config: &Config) -> anyhow::Result<()> {
+    let t = config.trainer_settings().train;
+    let period = config.sequence.period.max(1) as u64;
+    let reachable = t.agent_steps / period;
+    let min_size = config.replay_server.rate_limiter.min_size_to_sample;
+    anyhow::ensure!(
+        min_size <= reachable / 2,
+        "replay_server.rate_limiter.min_size_to_sample = {min_size} sequences, but the run's {} agent steps write only about {reachable} (one per sequence.period = {period} steps): the learner would start late or never; lower it, e.g. to train.learning_starts / sequence.period = {}",
+        t.agent_steps,
+        t.learning_starts / period
+    );
+    Ok(())
 }
 
 /// The front end's shape as the keypoint service reports it (one blank frame).
@@ -124,7 +154,7 @@ impl KeypointSource for ServiceKeypoints {
 }
 
 /// One actor process: acts until the learner reports the budget spent or a stop signal.
-pub fn run_actor_process(config: &Config, actor_id: u32) -> anyhow::Result<trainer::ActorSummary> {
+pub fn run_actor_process(config: &Config, actor_id: u32, idle_when_done: bool) -> anyhow::Result<trainer::ActorSummary> {
     let stop = stop_on_signal()?;
     if config.cluster.actor_torch_threads > 0 {
         tch::set_num_threads(config.cluster.actor_torch_threads as i32);
@@ -139,7 +169,7 @@ pub fn run_actor_process(config: &Config, actor_id: u32) -> anyhow::Result<train
     let learner = Arc::new(RemoteParameters::new(&config.cluster.learner, retry_for(config))?);
     let mut reporter = Reporter { board: learner.clone(), actor_id, run_id, envs_per_actor: settings.train.num_envs };
     tracing::info!(actor = actor_id, run_id, envs = settings.train.num_envs, keypoints = shape.num_keypoints, "actor starting");
-    trainer::run_actor(
+    let summary = trainer::run_actor(
         &settings,
         actor_id,
         actor_seed(config.run.seed, 3, actor_id, run_id),
@@ -150,7 +180,12 @@ pub fn run_actor_process(config: &Config, actor_id: u32) -> anyhow::Result<train
         learner.as_ref(),
         &mut reporter,
         &stop,
-    )
+    )?;
+    if idle_when_done && summary.finished_budget {
+        tracing::info!(actor = actor_id, "budget spent; idle until stopped (--idle-when-done)");
+        wait_for(&stop);
+    }
+    Ok(summary)
 }
 
 /// The keypoint service: the frozen model of `keypoints` behind gRPC until a stop signal.
@@ -192,5 +227,18 @@ mod tests {
         let auto = actor_id("auto").unwrap();
         assert!(auto < AUTO_ID_RANGE);
         assert_eq!(actor_id("auto").unwrap(), auto, "stable for one host");
+    }
+
+    #[test]
+    fn a_rate_limiter_that_cannot_start_sampling_within_the_budget_is_refused() {
+        let mut config = Config::default();
+        check_sampling_can_start(&config).unwrap();
+        config.train.agent_steps = 8000;
+        config.train.learning_starts = 2000;
+        let error = check_sampling_can_start(&config).unwrap_err().to_string();
+        assert!(error.starts_with("replay_server.rate_limiter.min_size_to_sample = 1250 sequences, but the run's 8000 agent steps write only about 1000"), "{error}");
+        assert!(error.contains("= 250"), "suggests learning_starts / period: {error}");
+        config.replay_server.rate_limiter.min_size_to_sample = 125;
+        check_sampling_can_start(&config).unwrap();
     }
 }

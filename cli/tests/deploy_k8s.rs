@@ -322,8 +322,8 @@ fn containers_run_the_project_binaries_with_the_mounted_config() {
     let main = |kind: &str, name: &str| argv(&find(kind, name)["spec"]["template"]["spec"]["containers"][0]).join(" ");
     assert_eq!(main("StatefulSet", "replay"), format!("replay-server --config {CONFIG_PATH}"));
     assert_eq!(main("Deployment", "keypoint-service"), format!("keypoint-server --config {CONFIG_PATH}"));
-    assert_eq!(main("StatefulSet", "learner"), format!("learner --config {CONFIG_PATH} --resume-or-start"));
-    assert_eq!(main("Deployment", "actor"), format!("actor --config {CONFIG_PATH} --id auto"));
+    assert_eq!(main("StatefulSet", "learner"), format!("learner --config {CONFIG_PATH} --resume-or-start --idle-when-done"));
+    assert_eq!(main("Deployment", "actor"), format!("actor --config {CONFIG_PATH} --id auto --idle-when-done"));
     let pretrain = main("Job", "pretrain-keypoints");
     for needle in [
         "set -e",

@@ -278,6 +278,14 @@ impl DistributedLearner {
     pub fn run(&mut self, sampler: Box<dyn ReplayClient>, replay: &mut dyn ReplayClient, params: &dyn ParameterSink, stop: &AtomicBool) -> anyhow::Result<Option<FinalScores>> {
         let t = self.settings.train.clone();
         let budget = t.agent_steps;
+        if let Some(scores) = self.finished_scores()? {
+            // A resumed run whose budget was spent and evaluated (a supervisor restarted the
+            // learner after it finished): answer actors `done` and return the scores as written.
+            self.progress.finish();
+            publish_to(params, &self.learner)?;
+            tracing::info!(agent_steps = self.steps_seen, score = scores.score, "the run has already finished");
+            return Ok(Some(scores));
+        }
         let batch_size = self.settings.learner.batch_size;
         let (tx, rx) = crossbeam_channel::bounded::<anyhow::Result<SampledBatch>>(PREFETCH_DEPTH);
         let prefetch_stop = Arc::new(AtomicBool::new(false));
@@ -375,6 +383,16 @@ impl DistributedLearner {
             std::thread::sleep(Duration::from_millis(2));
             self.time.actor_wait += idle.elapsed();
         }
+    }
+
+    /// `final_scores.json` of a run whose budget the restored checkpoint has covered.
+    fn finished_scores(&self) -> anyhow::Result<Option<FinalScores>> {
+        let path = self.dir.join("final_scores.json");
+        if self.steps_seen < self.settings.train.agent_steps || !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)?;
+        Ok(Some(serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?))
     }
 
     fn collect_games(&mut self) {

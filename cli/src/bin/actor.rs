@@ -15,6 +15,10 @@ struct Args {
     /// command line (`docker compose --scale`, a Kubernetes Deployment).
     #[arg(long, default_value = "0")]
     id: String,
+    /// When the learner reports the budget spent, stay up (idle) until SIGTERM instead of
+    /// exiting: for supervisors that restart exited processes (a Kubernetes Deployment).
+    #[arg(long)]
+    idle_when_done: bool,
 }
 
 fn main() {
@@ -30,7 +34,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let id = permakey_rl::cluster::actor_id(&args.id)?;
     let _span = init_tracing("actor", &config.logging);
     let _metrics = pkrl_telemetry::install(config.metrics.listen, "actor", &[("actor_id", id.to_string())])?;
-    let summary = permakey_rl::cluster::run_actor_process(&config, id)?;
+    let summary = permakey_rl::cluster::run_actor_process(&config, id, args.idle_when_done)?;
     let games = match summary.games.len() {
         0 => "no finished games".to_owned(),
         n => format!("{n} games (mean return {:.2})", summary.games.iter().map(|g| f64::from(g.game_return)).sum::<f64>() / n as f64),

@@ -20,6 +20,10 @@ struct Args {
     /// it there (for restarts under a supervisor: Docker, Kubernetes). Needs run.name.
     #[arg(long)]
     resume_or_start: bool,
+    /// After the budget is spent and evaluated, keep serving (actors are told the run is done)
+    /// until SIGTERM instead of exiting: for supervisors that restart exited processes.
+    #[arg(long)]
+    idle_when_done: bool,
 }
 
 fn main() {
@@ -47,7 +51,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         permakey_rl::create_run_dir(&config)?
     };
     tracing::info!(dir = %dir.display(), resume, "run folder");
-    match permakey_rl::cluster::run_learner(&config, &dir, resume, args.listen)? {
+    match permakey_rl::cluster::run_learner(&config, &dir, resume, args.listen, args.idle_when_done)? {
         Some(scores) => println!(
             "final evaluation after {} agent steps, {} updates: score {:.1} (std {:.1}); run folder {}",
             scores.agent_steps,
