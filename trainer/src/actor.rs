@@ -103,13 +103,22 @@ impl VecActor {
         &self.agent
     }
 
-    /// Loads newer parameters if the source has them; returns whether it did.
+    /// Loads newer parameters if the source has them; returns whether it did. The version the
+    /// actor acts with never goes down: parameters not above the held version are ignored even
+    /// from a source that offers them (a learner restarted from a checkpoint older than what the
+    /// actor holds republishes older versions; the actor keeps its copy until the learner's
+    /// versions pass it). Each load is logged at debug level (`parameters loaded version=N`).
     pub fn sync(&mut self, source: &dyn ParameterSource) -> anyhow::Result<bool> {
         match source.fetch_newer(self.version)? {
-            Some(parameters) => {
+            Some(parameters) if self.version.is_none_or(|held| parameters.version > held) => {
                 parameters.load_into(&mut self.vs)?;
                 self.version = Some(parameters.version);
+                tracing::debug!(version = parameters.version, "parameters loaded");
                 Ok(true)
+            }
+            Some(parameters) => {
+                tracing::debug!(offered = parameters.version, held = self.version, "older parameters ignored");
+                Ok(false)
             }
             None => Ok(false),
         }
