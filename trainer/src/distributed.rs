@@ -30,7 +30,21 @@
 //! - **Checkpoints hold the learner, its optimiser and target network, the step accounting and
 //!   the logs**, not the replay (the replay service snapshots itself) nor the actors' episodes: a
 //!   resumed distributed run continues the schedule and counts but is not bit-identical to an
-//!   uninterrupted one (the embedded lockstep mode is).
+//!   uninterrupted one (the embedded lockstep mode is). The learner has no random stream of its
+//!   own to save: an update draws nothing, evaluation seeds derive from the run seed and the
+//!   evaluation's index (restored with the evaluation log), and sampling randomness is the
+//!   replay service's.
+//! - **A learner killed without a final checkpoint** (SIGKILL, a crash) resumes, under
+//!   `--resume-or-start`, from its last periodic one (`train.checkpoint_every`): the updates
+//!   since are redone (the actors' cumulative reports restore the step count, and the schedule
+//!   owes the updates again), the games reported since are missing from `episodes.csv`, and, if
+//!   an actor was also restarted after that checkpoint, its previous process's steps since the
+//!   checkpoint are not counted (the run does a few more steps than `train.agent_steps`).
+//! - **Parameter versions never go back for an actor.** The version is the learner's update
+//!   count, so a resumed learner republishes versions the actors already passed; actors ignore
+//!   parameters not newer than theirs ([`VecActor::sync`], and the parameter clients) and act
+//!   with their copy until the learner's versions pass it (at most the redone updates, during
+//!   which the schedule holds the actors anyway). Measured in `cli/tests/faults.rs`.
 //! - **Actor seeds.** Actor `i` seeds its environments and exploration from the run seed and `i`
 //!   (and a fresh draw per process start, so a restarted actor does not replay the same games).
 
