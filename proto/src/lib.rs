@@ -38,6 +38,7 @@
 //!   to `max_decoding_message_size`/`max_encoding_message_size` of the generated servers and
 //!   clients (tonic's default of 4 MiB is too small for parameter snapshots).
 
+pub mod fuzzing;
 pub mod serving;
 pub mod validate;
 

@@ -83,6 +83,7 @@
 //! these numbers for other shapes.
 
 mod error;
+pub mod fuzzing;
 mod priority;
 mod rate_limiter;
 mod sequence;
@@ -103,7 +104,7 @@ pub use server_config::ReplayServerConfig;
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_OLDEST_READABLE_VERSION, SNAPSHOT_VERSION};
 pub use sum_tree::SumTree;
 pub use table::{
-    PriorityUpdateOutcome, ReplayConfig, ReplayStats, SampleKey, SampledBatch, SamplingMode,
+    MAX_CAPACITY_SEQUENCES, PriorityUpdateOutcome, ReplayConfig, ReplayStats, SampleKey, SampledBatch, SamplingMode,
     SequenceReplay,
 };
 

@@ -69,6 +69,9 @@ pub const SNAPSHOT_OLDEST_READABLE_VERSION: u32 = 1;
 /// First version whose items store keypoints.
 const KEYPOINTS_SINCE_VERSION: u32 = 2;
 const HEADER_LEN: u64 = 32;
+/// Fewest payload bytes one item can take (version 1, no steps, no state): generation, priority,
+/// env id, run id, parameter version, shape, steps, burn-in, padded steps, truncated, state length.
+const MIN_ITEM_BYTES: u64 = 8 + 8 + 4 + 8 + 8 + 12 + 4 + 2 + 2 + 1 + 4;
 
 impl SequenceReplay {
     /// Writes the whole table (items, priorities, counters, config) to `path` atomically.
@@ -94,6 +97,13 @@ impl SequenceReplay {
     pub fn load_snapshot(path: impl AsRef<Path>) -> Result<Self, ReplayError> {
         let path = path.as_ref();
         read_snapshot(path).map_err(|error| error.at(path))
+    }
+}
+
+impl SequenceReplay {
+    /// [`SequenceReplay::load_snapshot`] from bytes in memory (`what` names them in errors).
+    pub fn load_snapshot_bytes(bytes: &[u8], what: impl AsRef<Path>) -> Result<Self, ReplayError> {
+        read_snapshot_from(bytes, bytes.len() as u64).map_err(|error| error.at(what.as_ref()))
     }
 }
 
@@ -313,12 +323,16 @@ fn corrupt(reason: impl Into<String>) -> LoadError {
 fn read_snapshot(path: &Path) -> Result<SequenceReplay, LoadError> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
+    read_snapshot_from(BufReader::with_capacity(1 << 20, file), file_len)
+}
+
+/// Decodes a snapshot of `file_len` bytes from `reader` (a file, or memory when fuzzing).
+fn read_snapshot_from<R: Read>(mut reader: R, file_len: u64) -> Result<SequenceReplay, LoadError> {
     if file_len < HEADER_LEN {
         return Err(corrupt(format!(
             "file is truncated: {file_len} bytes, shorter than the {HEADER_LEN}-byte header"
         )));
     }
-    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut header = [0; HEADER_LEN as usize];
     reader.read_exact(&mut header)?;
     if header[0..8] != SNAPSHOT_MAGIC {
@@ -480,6 +494,9 @@ fn decode_payload<R: Read>(
             counters.inserts_total
         )));
     }
+    // Every item takes at least MIN_ITEM_BYTES of payload: a count the file cannot hold fails
+    // here, before anything is allocated for it.
+    input.ensure_available(item_count.saturating_mul(MIN_ITEM_BYTES), "the announced items")?;
     let mut tree = SumTree::new(config.capacity_sequences);
     let mut slots = Vec::with_capacity(item_count as usize);
     let oldest_generation = counters.inserts_total - item_count;

@@ -57,14 +57,18 @@ impl Default for ReplayConfig {
     }
 }
 
+/// Largest `capacity_sequences`: 2^24 sequences (R2D2 keeps 10^5; one Atari sequence is ~255 KB).
+/// The sum tree is allocated up front (16 bytes per slot), so a capacity read from a corrupt
+/// snapshot or a typo in a config must not ask for tens of gigabytes.
+pub const MAX_CAPACITY_SEQUENCES: usize = 1 << 24;
+
 impl ReplayConfig {
-    /// Checks ranges: capacity in `1..=u32::MAX`, alpha and beta finite and non-negative,
+    /// Checks ranges: capacity in `1..=`[`MAX_CAPACITY_SEQUENCES`], alpha and beta finite and non-negative,
     /// initial priority finite and positive.
     pub fn validate(&self) -> Result<(), ReplayError> {
-        if self.capacity_sequences == 0 || self.capacity_sequences > u32::MAX as usize {
+        if self.capacity_sequences == 0 || self.capacity_sequences > MAX_CAPACITY_SEQUENCES {
             return Err(ReplayError::InvalidConfig(format!(
-                "capacity_sequences must be in 1..={}, got {}",
-                u32::MAX,
+                "capacity_sequences must be in 1..={MAX_CAPACITY_SEQUENCES}, got {}",
                 self.capacity_sequences
             )));
         }

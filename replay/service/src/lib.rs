@@ -18,6 +18,7 @@
 //! ```
 
 pub mod client;
+pub mod fuzzing;
 pub mod server;
 pub mod wire;
 
