@@ -41,15 +41,21 @@ enum Command {
         /// Checkpoint folder (or a run's checkpoints/ folder).
         #[arg(long)]
         checkpoint: PathBuf,
-        /// MsPacman, Seaquest or Frostbite (defaults to env.game).
+        /// MsPacman, Seaquest, Frostbite or BattleZone (defaults to env.game).
         #[arg(long)]
         game: Option<String>,
         /// Distractor bars: none, vertical, horizontal, both.
         #[arg(long)]
         noise: Option<NoiseType>,
-        /// Evaluation frames (seeded by run.seed).
+        /// Evaluation frames (seeded by run.seed), in clips taken at random points of episodes.
         #[arg(long, default_value_t = 500)]
         frames: usize,
+        /// Consecutive frames per clip (temporal jitter is measured inside clips).
+        #[arg(long, default_value_t = 32)]
+        clip_len: usize,
+        /// Each clip starts after 0..=N random agent steps.
+        #[arg(long, default_value_t = 400)]
+        max_warmup: usize,
         #[arg(long, default_value = "keypoint-eval")]
         out: PathBuf,
     },
@@ -230,13 +236,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {0}/{stem}.gif and {0}/{stem}.png (episode return {score})", out.display());
         }
         Command::Keypoints { command } => run_keypoints(&config, command)?,
-        Command::EvalKeypoints { checkpoint, game, noise, frames, out } => {
+        Command::EvalKeypoints { checkpoint, game, noise, frames, clip_len, max_warmup, out } => {
             let env = EnvConfig {
                 game: game.unwrap_or(config.env.game.clone()),
                 noise: noise.unwrap_or(config.env.noise),
                 ..config.eval_env()
             };
-            let evaluation = permakey_rl::eval_keypoints::evaluate(&config, &checkpoint, &env, frames, &out)?;
+            let sampling = keypoint_metric::sampling::ClipSampling { frames, clip_len, max_warmup, seed: config.run.seed };
+            let evaluation = permakey_rl::eval_keypoints::evaluate(&config, &checkpoint, &env, &sampling, &out)?;
             print!("{}", permakey_rl::eval_keypoints::markdown(&evaluation));
         }
         Command::Doctor { iterations, batch, json } => {

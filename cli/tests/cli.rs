@@ -153,7 +153,7 @@ fn keypoint_pipeline_collects_trains_resumes_and_visualises() {
     }
     // the RAM-grounded metric scores the checkpoint next to the baselines
     let out = run(with(&["eval-keypoints", "--checkpoint", &path("run/checkpoints"), "--game", "Seaquest", "--frames", "30", "--out", &path("eval")]));
-    for method in ["| model |", "| random |", "| grid |", "| frame_difference |"] {
+    for method in ["| model |", "| random |", "| grid |", "| frame_difference |", "| parked |"] {
         assert!(out.contains(method), "{out}");
     }
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval/seaquest-none.json")).unwrap()).unwrap();

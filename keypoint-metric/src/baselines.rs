@@ -1,7 +1,8 @@
 //! Keypoint baselines that know nothing about objects, so the metric can be shown not to be
 //! gameable (issue 6 item 4): uniformly random keypoints, a fixed grid, and the peaks of the
-//! frame-difference salience map. All work on 84x84 HWC RGB observations and return `(y, x)`
-//! pixel coordinates, `K` per frame.
+//! frame-difference salience map; plus one that knows where objects start
+//! ([`parked_keypoints`]), the best a model can do by never moving its keypoints. All work on
+//! 84x84 HWC RGB observations and return `(y, x)` pixel coordinates, `K` per frame.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -19,6 +20,15 @@ pub fn grid_keypoints(k: usize, size: usize) -> Vec<[f32; 2]> {
     let side = (k as f64).sqrt().ceil() as usize;
     let cell = size as f32 / side as f32;
     (0..k).map(|i| [(i / side) as f32 * cell + cell / 2.0 - 0.5, (i % side) as f32 * cell + cell / 2.0 - 0.5]).collect()
+}
+
+/// `K` keypoints frozen on the objects' start positions (at most `K` of them, the rest on the
+/// grid): what a model scores if it learns where objects usually are but never tracks them. High
+/// precision with low recall@4 and zero jitter is this baseline's signature.
+pub fn parked_keypoints(start_objects: &[[f32; 2]], k: usize, size: usize) -> Vec<[f32; 2]> {
+    let mut keypoints: Vec<[f32; 2]> = start_objects.iter().take(k).copied().collect();
+    keypoints.extend(grid_keypoints(k, size).into_iter().skip(keypoints.len()));
+    keypoints
 }
 
 /// Per-pixel salience `|frame_t - frame_{t-1}|` summed over channels (`size x size`).
@@ -65,6 +75,20 @@ pub fn frame_difference_keypoints(frames: &[Vec<u8>], size: usize, channels: usi
     out
 }
 
+/// Frame-difference keypoints for a clip whose first frame follows `previous` (so every frame of
+/// the clip has a real difference).
+pub fn frame_difference_keypoints_after(previous: &[u8], frames: &[Vec<u8>], size: usize, channels: usize, k: usize) -> Vec<Vec<[f32; 2]>> {
+    let mut last = previous;
+    frames
+        .iter()
+        .map(|frame| {
+            let peaks = salience_peaks(&frame_difference(last, frame, channels), size, k, 4);
+            last = frame;
+            peaks
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +98,14 @@ mod tests {
         // K = 4 on 84: 2 x 2 cells of 42 px, centres at 20.5 and 62.5
         assert_eq!(grid_keypoints(4, 84), vec![[20.5, 20.5], [20.5, 62.5], [62.5, 20.5], [62.5, 62.5]]);
         assert_eq!(grid_keypoints(7, 84).len(), 7);
+    }
+
+    #[test]
+    fn parked_keypoints_take_the_start_objects_then_the_grid() {
+        let grid = grid_keypoints(4, 84);
+        assert_eq!(parked_keypoints(&[[1.0, 2.0]], 4, 84), vec![[1.0, 2.0], grid[1], grid[2], grid[3]]);
+        assert_eq!(parked_keypoints(&[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], 2, 84), vec![[1.0, 2.0], [3.0, 4.0]]);
+        assert_eq!(parked_keypoints(&[], 4, 84), grid);
     }
 
     #[test]
@@ -104,5 +136,19 @@ mod tests {
         map[1] = 4.0;
         map[50] = 3.0;
         assert_eq!(salience_peaks(&map, 10, 2, 1), vec![[0.0, 0.0], [5.0, 0.0]]);
+    }
+
+    #[test]
+    fn clip_frame_differences_use_the_frame_before_the_clip() {
+        let size = 6;
+        let blank = vec![0u8; size * size * 3];
+        let mut first = blank.clone();
+        first[(size + 4) * 3] = 90; // (1, 4) lights up in the first frame of the clip
+        let mut second = first.clone();
+        second[(3 * size + 2) * 3 + 2] = 50; // (3, 2) lights up in the second
+        let peaks = frame_difference_keypoints_after(&blank, &[first.clone(), second.clone()], size, 3, 1);
+        assert_eq!(peaks, vec![vec![[1.0, 4.0]], vec![[3.0, 2.0]]]);
+        // the sequence version has no previous frame for the first one and falls back to the grid
+        assert_eq!(frame_difference_keypoints(&[first, second], size, 3, 1)[0], grid_keypoints(1, size));
     }
 }

@@ -4,6 +4,7 @@
 //!   210x160 screen and the 84x84 observation;
 //! - [`metric`]: precision@r, recall@r and Hungarian-matched temporal jitter, with a JSON report;
 //! - [`recording`], [`verify`]: recorded random play and the pixel checks behind the maps;
+//! - [`sampling`]: seeded evaluation clips taken at random points of random-play episodes;
 //! - [`baselines`]: random, fixed-grid and frame-difference keypoints that know nothing of objects.
 //!
 //! ```no_run
@@ -29,6 +30,7 @@ mod error;
 pub mod metric;
 pub mod ram;
 pub mod recording;
+pub mod sampling;
 pub mod verify;
 
 pub use error::{KeypointMetricError, Result};

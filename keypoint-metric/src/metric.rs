@@ -178,13 +178,31 @@ impl KeypointMetricReport {
 }
 
 /// Scores `keypoints[t]` (K_t x 2) against `objects[t]` (M_t x 2) for every frame `t` at each of
-/// `radii`, plus the temporal jitter of the keypoints. Errors when the frame counts differ.
+/// `radii`, plus the temporal jitter of the keypoints, all frames being one continuous clip.
+/// Errors when the frame counts differ.
 pub fn evaluate(keypoints: &[Vec<[f32; 2]>], objects: &[Vec<[f32; 2]>], radii: &[f32]) -> Result<KeypointMetricReport> {
+    evaluate_clips(keypoints, objects, &[0], radii)
+}
+
+/// [`evaluate`] over frames made of several clips of consecutive frames: clip `i` starts at frame
+/// `clip_starts[i]` (strictly increasing, the first 0 when there are frames). Temporal jitter
+/// pairs only consecutive frames of the same clip, never the last frame of one clip with the first
+/// of the next. Errors when the frame counts differ or the starts are not increasing and in range.
+pub fn evaluate_clips(keypoints: &[Vec<[f32; 2]>], objects: &[Vec<[f32; 2]>], clip_starts: &[usize], radii: &[f32]) -> Result<KeypointMetricReport> {
     if keypoints.len() != objects.len() {
         return Err(KeypointMetricError::Shape(format!(
             "{} keypoint frames but {} object frames",
             keypoints.len(),
             objects.len()
+        )));
+    }
+    let starts_ok = clip_starts.windows(2).all(|w| w[0] < w[1])
+        && clip_starts.first().is_none_or(|&first| first == 0)
+        && clip_starts.last().is_none_or(|&last| last < keypoints.len().max(1));
+    if !starts_ok {
+        return Err(KeypointMetricError::Shape(format!(
+            "clip starts {clip_starts:?} must increase from 0 and lie within the {} frames",
+            keypoints.len()
         )));
     }
     type FramePair<'a> = (&'a Vec<[f32; 2]>, &'a Vec<[f32; 2]>);
@@ -203,7 +221,12 @@ pub fn evaluate(keypoints: &[Vec<[f32; 2]>], objects: &[Vec<[f32; 2]>], radii: &
             }
         })
         .collect();
-    let displacements: Vec<f32> = keypoints.windows(2).flat_map(|pair| matched_displacements(&pair[0], &pair[1])).collect();
+    let clip_ends = clip_starts.iter().skip(1).copied().chain(std::iter::once(keypoints.len()));
+    let displacements: Vec<f32> = clip_starts
+        .iter()
+        .zip(clip_ends)
+        .flat_map(|(&start, end)| keypoints[start..end].windows(2).flat_map(|pair| matched_displacements(&pair[0], &pair[1])))
+        .collect();
     let matched_pairs = displacements.len();
     Ok(KeypointMetricReport {
         frames: keypoints.len(),
@@ -335,5 +358,34 @@ mod tests {
     #[test]
     fn evaluate_rejects_mismatched_lengths() {
         assert!(evaluate(&[vec![]], &[], &DEFAULT_RADII).is_err());
+    }
+
+    #[test]
+    fn jitter_does_not_cross_clip_boundaries() {
+        // two clips of two frames: within clips the keypoint moves by 1 and by 2 px; across the
+        // boundary (frame 1 -> 2) it jumps by 50 px, which must not count
+        let keypoints = vec![vec![[0.0, 0.0]], vec![[0.0, 1.0]], vec![[50.0, 1.0]], vec![[52.0, 1.0]]];
+        let objects = vec![vec![[0.0, 0.0]]; 4];
+        let report = evaluate_clips(&keypoints, &objects, &[0, 2], &DEFAULT_RADII).unwrap();
+        assert_eq!(report.matched_pairs, 2);
+        assert!(close(report.temporal_jitter.unwrap(), 1.5));
+        // as one clip the jump counts: (1 + 50 + 2) / 3
+        let one_clip = evaluate(&keypoints, &objects, &DEFAULT_RADII).unwrap();
+        assert!(close(one_clip.temporal_jitter.unwrap(), 53.0 / 3.0));
+        // precision/recall do not depend on the clips: r=4 finds the object in frames 0 and 1
+        assert!(close(report.scores[0].recall.unwrap(), 0.5));
+        assert_eq!(report.scores, one_clip.scores);
+        // single-frame clips give no pairs at all
+        assert_eq!(evaluate_clips(&keypoints, &objects, &[0, 1, 2, 3], &DEFAULT_RADII).unwrap().temporal_jitter, None);
+    }
+
+    #[test]
+    fn evaluate_clips_rejects_bad_starts() {
+        let keypoints = vec![vec![[0.0, 0.0]]; 3];
+        let objects = vec![vec![]; 3];
+        for starts in [&[1usize][..], &[0, 2, 2], &[0, 3], &[0, 2, 1]] {
+            let err = evaluate_clips(&keypoints, &objects, starts, &DEFAULT_RADII).unwrap_err().to_string();
+            assert!(err.contains("clip starts"), "{err}");
+        }
     }
 }
