@@ -6,7 +6,7 @@ RUN_ARGS ?= --config config/quick.toml
 # batch 256 of the full model takes minutes per step on a 2-core CPU; the GPU table uses 1,32,256
 KEYPOINT_BENCH_BATCHES ?= 1,32
 
-.PHONY: setup run test bench cuda cuda-setup clean-deps help eval-keypoints cluster images compose-test
+.PHONY: setup run test bench cuda cuda-setup clean-deps help eval-keypoints cluster images compose-test fuzz keypoints-report
 
 help:
 	@echo "make run    - set up, then run the main job (embedded mode)"
@@ -17,6 +17,8 @@ help:
 	@echo "make compose-test - images, then the compose stack on the toy world with container kills (deploy/docker/test-compose.sh)"
 	@echo "make cuda   - build the CUDA variant against the full PyTorch 2.11.0 (target/cuda)"
 	@echo "make eval-keypoints DIR=runs GAME=MsPacman - RAM-grounded keypoint metric for every checkpoint"
+	@echo "make keypoints-report - train PermaKey and the Transporter on 4 games, score them, regenerate KEYPOINTS.md"
+	@echo "make fuzz   - 1M executions of each fuzz target (scripts/fuzz.sh; RUNS=... to change)"
 
 setup:
 	@scripts/setup.sh
@@ -34,6 +36,7 @@ bench: setup
 	$(CARGO) bench -p replay-service --bench replay_throughput
 	$(CARGO) bench -p keypoint-service --bench keypoint_service
 	$(CARGO) bench -p permakey-rl --bench distributed
+	$(CARGO) bench -p permakey-rl --bench load
 	mkdir -p target/bench
 	$(CARGO) run --release -p permakey-rl -- --device auto keypoints bench --batches $(KEYPOINT_BENCH_BATCHES) --seconds 2 | tee target/bench/keypoints.md
 
@@ -62,6 +65,13 @@ eval-keypoints: setup
 	  ckpt=$$(dirname $$meta); found=1; echo "== $$ckpt"; \
 	  target/release/permakey-rl eval-keypoints --checkpoint $$ckpt --game $(GAME) --out $$ckpt/eval || exit 1; \
 	done; [ $$found = 1 ] || { echo "no checkpoints under $(DIR)"; exit 1; }
+
+keypoints-report: setup
+	$(CARGO) build --release -p permakey-rl
+	scripts/keypoints-report.sh
+
+fuzz: setup
+	scripts/fuzz.sh
 
 cuda-setup:
 	@scripts/setup.sh --cuda

@@ -16,7 +16,7 @@
 //!    parameter versions every actor loaded never go down (actors log each load at debug level).
 //!
 //! The measured figures (sequences lost, recovery times) are printed with `eprintln` (run with
-//! `--nocapture`); `docs/reliability-measurements.md` has them.
+//! `--nocapture`); `RELIABILITY.md` has them.
 
 use std::{
     fs::File,

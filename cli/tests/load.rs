@@ -3,7 +3,7 @@
 //! report is `cargo bench -p permakey-rl --bench load`). No call fails, both servers stay up, and
 //! their peak resident memory stays below a stated bound: the replay's full arrays (162 MiB at
 //! capacity 400) plus 500 MiB, the keypoint server 600 MiB. Measured on 2 cores: replay-server
-//! ~525 MiB, keypoint-server ~190 MiB, the same after 60 s (`docs/reliability-measurements.md`);
+//! ~525 MiB, keypoint-server ~190 MiB, the same after 60 s (`RELIABILITY.md`);
 //! the replay receives ~1.3 GB of sequences in the 10 s, so a leak of them fails the bound.
 
 #[path = "support/load.rs"]
