@@ -12,6 +12,10 @@
 //! gracefully on SIGTERM or Ctrl-C: the learner checkpoints, the replay writes its snapshot, the
 //! keypoint service answers what it has queued, an actor cuts its episodes into replay.
 //! `scripts/cluster.sh` (`make cluster`) starts them all on 127.0.0.1.
+//!
+//! `[security]` applies to every one: servers require the shared token and serve TLS when
+//! configured, clients send the token and use TLS to `https://` endpoints; its files are read
+//! before anything else starts, so a bad set-up stops the process at once with one line.
 
 use std::{
     net::SocketAddr,
@@ -82,6 +86,8 @@ fn retry_for(config: &Config) -> Duration {
 /// `final_scores.json` and exits) or a stop signal (then it checkpoints and exits).
 pub fn run_learner(config: &Config, dir: &std::path::Path, resume: bool, listen: Option<SocketAddr>, idle_when_done: bool) -> anyhow::Result<Option<FinalScores>> {
     check_sampling_can_start(config)?;
+    let server_security = config.server_security()?;
+    let client_security = config.client_security()?;
     let stop = stop_on_signal()?;
     let front = frozen_front_end(config)?;
     let envs = env_factory(config)?;
@@ -91,11 +97,11 @@ pub fn run_learner(config: &Config, dir: &std::path::Path, resume: bool, listen:
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind(listen)).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = runtime.spawn(learner_service::serve(board.clone(), Some(learner.progress()), listener, async move {
+    let serving = runtime.spawn(learner_service::serve(board.clone(), Some(learner.progress()), server_security, listener, async move {
         let _ = shutdown_rx.await;
     }));
-    let sampler = RemoteReplay::connect(&config.cluster.replay, retry_for(config))?;
-    let mut replay = RemoteReplay::connect(&config.cluster.replay, retry_for(config))?;
+    let sampler = RemoteReplay::connect_secured(&config.cluster.replay, retry_for(config), &client_security)?;
+    let mut replay = RemoteReplay::connect_secured(&config.cluster.replay, retry_for(config), &client_security)?;
     let outcome = learner.run(Box::new(sampler), &mut replay, &board, &stop);
     if idle_when_done && matches!(outcome, Ok(Some(_))) {
         // Keep answering actors (`done`) and serving the final parameters until stopped.
@@ -155,6 +161,8 @@ impl KeypointSource for ServiceKeypoints {
 
 /// One actor process: acts until the learner reports the budget spent or a stop signal.
 pub fn run_actor_process(config: &Config, actor_id: u32, idle_when_done: bool) -> anyhow::Result<trainer::ActorSummary> {
+    let security = config.client_security()?;
+    tracing::info!(token = security.sends_token(), tls = security.uses_tls(), "security");
     let stop = stop_on_signal()?;
     if config.cluster.actor_torch_threads > 0 {
         tch::set_num_threads(config.cluster.actor_torch_threads as i32);
@@ -163,10 +171,10 @@ pub fn run_actor_process(config: &Config, actor_id: u32, idle_when_done: bool) -
     let run_id = rand::random::<u64>();
     let mut envs = env_factory(config)?;
     let mut env = envs(EnvRole::Train { num_envs: settings.train.num_envs }, actor_seed(config.run.seed, 1, actor_id, run_id))?;
-    let mut keypoints = RemoteKeypoints::connect(&config.cluster.keypoints, retry_for(config))?;
+    let mut keypoints = RemoteKeypoints::connect_secured(&config.cluster.keypoints, retry_for(config), &security)?;
     let shape = probe_shape(&mut keypoints, env.obs_shape())?;
-    let mut replay = RemoteReplay::connect(&config.cluster.replay, retry_for(config))?;
-    let learner = Arc::new(RemoteParameters::new(&config.cluster.learner, retry_for(config))?);
+    let mut replay = RemoteReplay::connect_secured(&config.cluster.replay, retry_for(config), &security)?;
+    let learner = Arc::new(RemoteParameters::new_secured(&config.cluster.learner, retry_for(config), &security)?);
     let mut reporter = Reporter { board: learner.clone(), actor_id, run_id, envs_per_actor: settings.train.num_envs };
     tracing::info!(actor = actor_id, run_id, envs = settings.train.num_envs, keypoints = shape.num_keypoints, "actor starting");
     let summary = trainer::run_actor(
@@ -190,6 +198,7 @@ pub fn run_actor_process(config: &Config, actor_id: u32, idle_when_done: bool) -
 
 /// The keypoint service: the frozen model of `keypoints` behind gRPC until a stop signal.
 pub fn run_keypoint_server(config: &Config, listen: Option<SocketAddr>) -> anyhow::Result<keypoint_service::ServeReport> {
+    let security = config.server_security()?;
     if config.keypoint_server.torch_threads > 0 {
         tch::set_num_threads(config.keypoint_server.torch_threads as i32);
     }
@@ -202,7 +211,7 @@ pub fn run_keypoint_server(config: &Config, listen: Option<SocketAddr>) -> anyho
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(server_config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", server_config.listen))?;
-        keypoint_service::serve(front, version, server_config, listener, pkrl_proto::serving::terminated()).await
+        keypoint_service::serve(front, version, server_config, security, listener, pkrl_proto::serving::terminated()).await
     })
 }
 

@@ -436,3 +436,42 @@ fn kustomization_lists_every_manifest() {
         assert!(!k8s_dir().join(name).exists(), "deploy/k8s/{name} would break `kubectl apply -f deploy/k8s/`: name it Kustomization");
     }
 }
+
+#[test]
+fn every_grpc_component_reads_the_token_from_the_secret() {
+    let secret = find("Secret", "permakey-token");
+    assert!(secret["stringData"]["token"].is_string(), "the Secret permakey-token has a `token` key");
+    assert_eq!(
+        secret["stringData"]["token"],
+        pkrl_proto::security::PLACEHOLDER_TOKEN,
+        "the shipped token is the placeholder the servers warn about"
+    );
+    // Sorts right after the namespace, so `kubectl apply -f deploy/k8s/` creates it before the pods.
+    assert_eq!(objects()[1].1["kind"], "Secret");
+    for (kind, name) in [("StatefulSet", "replay"), ("Deployment", "keypoint-service"), ("StatefulSet", "learner"), ("Deployment", "actor")] {
+        let spec = &find(kind, name)["spec"]["template"]["spec"];
+        let container = &spec["containers"][0];
+        let token_file = container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == "PERMAKEY__SECURITY__TOKEN_FILE")
+            .and_then(|v| v["value"].as_str())
+            .unwrap_or_else(|| panic!("{kind} {name}: no PERMAKEY__SECURITY__TOKEN_FILE"));
+        let volume = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["secret"]["secretName"] == "permakey-token")
+            .unwrap_or_else(|| panic!("{kind} {name}: no volume of the Secret permakey-token"));
+        let mount = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume["name"])
+            .unwrap_or_else(|| panic!("{kind} {name}: the Secret's volume is not mounted"));
+        assert_eq!(mount["readOnly"], true, "{kind} {name}");
+        let expected = format!("{}/token", mount["mountPath"].as_str().unwrap());
+        assert_eq!(token_file, expected, "{kind} {name}: security.token_file is the Secret's `token` key");
+    }
+}

@@ -1,5 +1,6 @@
 //! The `replay-server` binary as its own process on 127.0.0.1: health check, SIGTERM writes the
-//! final snapshot, a restart restores it, and a bad config is one line and exit code 1.
+//! final snapshot, a restart restores it, a bad config is one line and exit code 1, and with
+//! `security.token_file` it refuses clients without the token.
 
 use std::{
     path::Path,
@@ -76,4 +77,55 @@ fn the_binary_serves_health_snapshots_on_sigterm_and_restores() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("sample_timeout_ms"), "{stderr}");
+}
+
+#[test]
+fn the_binary_requires_its_token_and_bad_security_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "binary-token-42\n").unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replay-server"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--set", &format!("security.token_file={}", token_file.display())])
+        .env_remove("PERMAKEY_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    // Waits for the server, then is refused for good.
+    let error = RemoteReplay::connect(&endpoint, Duration::from_secs(20)).err().expect("no token is refused").to_string();
+    assert!(error.contains("Unauthenticated"), "{error}");
+    let security = pkrl_proto::security::ClientSecurity::default().with_token(Some(pkrl_proto::security::Token::new("binary-token-42", "test").unwrap()));
+    let client = RemoteReplay::connect_secured(&endpoint, Duration::from_secs(5), &security).unwrap();
+    client.insert(&[sequence(1)]).unwrap();
+    assert_eq!(client.stats().unwrap().size, 1);
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    // Bad security settings: one line on stderr, exit code 1, before anything listens.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let cases: [(Vec<String>, Option<&str>, &str); 4] = [
+        (vec!["security.token_file=/no/such/token".into()], None, "cannot read the token file /no/such/token"),
+        (vec![format!("security.token_file={}", empty.display())], None, "is empty"),
+        (Vec::new(), Some(" "), "the token from PERMAKEY_TOKEN is empty"),
+        (vec!["security.tls_cert=/no/cert.pem".into(), "security.tls_key=/no/key.pem".into()], None, "cannot read the TLS certificate /no/cert.pem"),
+    ];
+    for (sets, env_token, needle) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_replay-server"));
+        command.args(["--listen", "127.0.0.1:0"]).env_remove("PERMAKEY_TOKEN");
+        for set in &sets {
+            command.args(["--set", set]);
+        }
+        if let Some(token) = env_token {
+            command.env("PERMAKEY_TOKEN", token);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{sets:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{sets:?}: {stderr}");
+    }
 }

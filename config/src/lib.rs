@@ -32,6 +32,8 @@ pub use keypoint_service::{DynamicBatcherConfig, KeypointServerConfig};
 pub use replay::{ReplayConfig, ReplayServerConfig};
 pub use trainer::TrainConfig;
 
+use pkrl_proto::security::{ClientSecurity, SecurityError, ServerSecurity, TOKEN_ENV, Token};
+
 mod tracing_init;
 pub use tracing_init::init_tracing;
 
@@ -189,6 +191,64 @@ impl Default for LoggingConfig {
     }
 }
 
+/// Optional authentication and TLS of the distributed mode's gRPC services (all off by default;
+/// see [`pkrl_proto::security`] for what is protected). The token itself is never part of the
+/// config (which runs save beside their outputs): it comes from `token_file` or, when that is
+/// unset, the `PERMAKEY_TOKEN` environment variable; with neither, no token is required or sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// File holding the shared token (a Docker or Kubernetes secret); surrounding whitespace is
+    /// ignored. Servers then require `authorization: Bearer <token>` on every `permakey.v1` RPC
+    /// and clients send it. Unset: the `PERMAKEY_TOKEN` variable, if set.
+    pub token_file: Option<PathBuf>,
+    /// Servers: PEM certificate chain to serve TLS with (needs `tls_key`). Unset = plaintext.
+    pub tls_cert: Option<PathBuf>,
+    /// Servers: PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Clients: PEM CA certificate(s) to trust; `https://` endpoints in `[cluster]` need it, and
+    /// with it set every `[cluster]` endpoint must be `https://`.
+    pub tls_ca: Option<PathBuf>,
+    /// Clients: the name the servers' certificates must carry, when it is not the endpoint's
+    /// host (one certificate for every service).
+    pub tls_domain: Option<String>,
+}
+
+impl SecurityConfig {
+    /// The shared token: from `token_file`, else from `env_token` (the value of
+    /// `PERMAKEY_TOKEN`), else none. Setting both is refused as ambiguous.
+    pub fn token(&self, env_token: Option<&str>) -> Result<Option<Token>, ConfigError> {
+        let invalid = |e: SecurityError| ConfigError::Invalid(format!("security: {e}"));
+        match (&self.token_file, env_token) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid(format!(
+                "security: both security.token_file and {TOKEN_ENV} are set; keep one"
+            ))),
+            (Some(path), None) => Token::from_file(path).map(Some).map_err(invalid),
+            (None, Some(text)) => Token::new(text, TOKEN_ENV).map(Some).map_err(invalid),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// What a server enforces, with its files read and checked.
+    pub fn server(&self, env_token: Option<&str>) -> Result<ServerSecurity, ConfigError> {
+        let security = ServerSecurity::default().with_token(self.token(env_token)?);
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => security.with_tls(cert, key).map_err(|e| ConfigError::Invalid(format!("security: {e}"))),
+            (None, None) => Ok(security),
+            _ => Err(ConfigError::Invalid("security.tls_cert and security.tls_key go together".into())),
+        }
+    }
+
+    /// What a client sends, with its files read and checked.
+    pub fn client(&self, env_token: Option<&str>) -> Result<ClientSecurity, ConfigError> {
+        let security = ClientSecurity::default().with_token(self.token(env_token)?);
+        match &self.tls_ca {
+            Some(ca) => security.with_tls(ca, self.tls_domain.as_deref()).map_err(|e| ConfigError::Invalid(format!("security: {e}"))),
+            None => Ok(security),
+        }
+    }
+}
+
 /// Prometheus exporter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -239,6 +299,8 @@ pub struct Config {
     pub sequence: SequenceWriterConfig,
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
+    /// Shared token and TLS of the distributed mode's services (off by default).
+    pub security: SecurityConfig,
 }
 
 impl Default for Config {
@@ -265,6 +327,7 @@ impl Default for Config {
             sequence: SequenceWriterConfig::default(),
             logging: LoggingConfig::default(),
             metrics: MetricsConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -318,6 +381,23 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("cluster.{name} must be an http:// or https:// endpoint, got '{endpoint}'")));
             }
         }
+        if (self.security.tls_cert.is_some()) != (self.security.tls_key.is_some()) {
+            return Err(ConfigError::Invalid("security.tls_cert and security.tls_key go together".into()));
+        }
+        if self.security.tls_domain.is_some() && self.security.tls_ca.is_none() {
+            return Err(ConfigError::Invalid("security.tls_domain needs security.tls_ca".into()));
+        }
+        for (name, endpoint) in [("replay", &self.cluster.replay), ("keypoints", &self.cluster.keypoints), ("learner", &self.cluster.learner)] {
+            match (self.security.tls_ca.is_some(), endpoint.starts_with("https://")) {
+                (true, false) => {
+                    return Err(ConfigError::Invalid(format!("security.tls_ca is set, so cluster.{name} must be https://, got '{endpoint}'")));
+                }
+                (false, true) => {
+                    return Err(ConfigError::Invalid(format!("cluster.{name} is https:// ('{endpoint}'), which needs security.tls_ca (the CA to trust)")));
+                }
+                _ => {}
+            }
+        }
         if (self.keypoints.model == KeypointModelKind::Oracle) != (self.env.game == TOY_GAME) {
             return Err(ConfigError::Invalid(format!(
                 "keypoints.model = \"oracle\" goes with env.game = \"{TOY_GAME}\" and only with it (got model {:?}, game '{}')",
@@ -349,6 +429,18 @@ impl Config {
             replay: self.replay.clone(),
             sequence: self.sequence.clone(),
         }
+    }
+
+    /// The server side of `[security]` with the process's `PERMAKEY_TOKEN`; files are read now,
+    /// so a bad set-up stops a process at start with one line.
+    pub fn server_security(&self) -> Result<ServerSecurity, ConfigError> {
+        self.security.server(std::env::var(TOKEN_ENV).ok().as_deref())
+    }
+
+    /// The client side of `[security]` with the process's `PERMAKEY_TOKEN` (see
+    /// [`Config::server_security`]).
+    pub fn client_security(&self) -> Result<ClientSecurity, ConfigError> {
+        self.security.client(std::env::var(TOKEN_ENV).ok().as_deref())
     }
 
     /// The evaluation environment of this run: whole games, same time limit and noise.
@@ -553,5 +645,64 @@ mod tests {
             }
         }
         assert!(text.contains("# listen = "), "optional fields are shown commented out");
+    }
+
+    #[test]
+    fn security_is_off_by_default_and_reads_its_files() {
+        let config = Config::load(None, no_env(), &[]).unwrap();
+        let server = config.security.server(None).unwrap();
+        assert!(!server.requires_token() && !server.serves_tls());
+        let client = config.security.client(None).unwrap();
+        assert!(!client.sends_token() && !client.uses_tls());
+
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "s3cret-token\n").unwrap();
+        let set = format!("security.token_file={}", token_file.display());
+        let config = Config::load(None, no_env(), &[set]).unwrap();
+        assert!(config.security.server(None).unwrap().requires_token());
+        assert!(config.security.client(None).unwrap().sends_token());
+        let both = config.security.server(Some("other")).unwrap_err().to_string();
+        assert_eq!(both, "invalid config: security: both security.token_file and PERMAKEY_TOKEN are set; keep one");
+        // PERMAKEY__SECURITY__TOKEN_FILE works like any other override.
+        let env = vec![("PERMAKEY__SECURITY__TOKEN_FILE".to_owned(), token_file.display().to_string())];
+        assert_eq!(Config::load(None, env, &[]).unwrap().security.token_file.as_deref(), Some(token_file.as_path()));
+        let from_env = SecurityConfig::default().client(Some("env-token")).unwrap();
+        assert!(from_env.sends_token());
+    }
+
+    #[test]
+    fn bad_security_gives_one_clear_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let security = |token_file: &Path| SecurityConfig { token_file: Some(token_file.to_owned()), ..SecurityConfig::default() };
+        let cases = [
+            (security(&empty).server(None).unwrap_err().to_string(), format!("invalid config: security: the token from file {} is empty", empty.display())),
+            (SecurityConfig::default().client(Some("")).unwrap_err().to_string(), "invalid config: security: the token from PERMAKEY_TOKEN is empty".to_owned()),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error, expected);
+        }
+        let missing = security(Path::new("/no/such/token")).client(None).unwrap_err().to_string();
+        assert!(missing.starts_with("invalid config: security: cannot read the token file /no/such/token: "), "{missing}");
+        let cert = SecurityConfig { tls_cert: Some("/no/cert.pem".into()), tls_key: Some("/no/key.pem".into()), ..SecurityConfig::default() };
+        let error = cert.server(None).unwrap_err().to_string();
+        assert!(error.starts_with("invalid config: security: cannot read the TLS certificate /no/cert.pem"), "{error}");
+        let cases = [
+            (vec!["security.tls_cert=/x.pem"], "security.tls_cert and security.tls_key go together"),
+            (vec!["security.tls_domain=x"], "security.tls_domain needs security.tls_ca"),
+            (vec!["security.tls_ca=/ca.pem"], "security.tls_ca is set, so cluster.replay must be https://"),
+            (vec!["cluster.learner=https://learner:50053"], "cluster.learner is https://"),
+        ];
+        for (flags, needle) in cases {
+            let flags: Vec<String> = flags.into_iter().map(str::to_owned).collect();
+            let error = Config::load(None, no_env(), &flags).unwrap_err().to_string();
+            assert!(error.contains(needle) && !error.contains('\n'), "{flags:?}: {error}");
+        }
+        let https = ["security.tls_ca=/ca.pem", "cluster.replay=https://r:1", "cluster.keypoints=https://k:2", "cluster.learner=https://l:3"];
+        let config = Config::load(None, no_env(), &https.map(str::to_owned)).unwrap();
+        let error = config.security.client(None).unwrap_err().to_string();
+        assert!(error.starts_with("invalid config: security: cannot read the TLS CA certificate /ca.pem"), "{error}");
     }
 }

@@ -100,7 +100,7 @@ impl Server {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                keypoint_service::serve(Box::new(model(device)), 1, config, listener, async {
+                keypoint_service::serve(Box::new(model(device)), 1, config, Default::default(), listener, async {
                     let _ = stopped.await;
                 })
                 .await

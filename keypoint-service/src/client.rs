@@ -8,19 +8,21 @@
 //! without the answer (server down, restarted, shutting down) is reopened and the request sent
 //! again; per-request errors `RESOURCE_EXHAUSTED` (queue full), `UNAVAILABLE` and
 //! `DEADLINE_EXCEEDED` are retried; `INVALID_ARGUMENT` and `INTERNAL` fail at once with the
-//! server's one-line reason. Every answer is validated before use. Keypoint inference has no
+//! server's one-line reason, and so does a stream the server refuses for its token
+//! (`UNAUTHENTICATED`, `PERMISSION_DENIED`). Every answer is validated before use. Keypoint inference has no
 //! side effects, so repeating a request is always safe.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pkrl_proto::{
+    security::{ClientSecurity, SecuredChannel, refused},
     serving::{Backoff, blocking_channel},
     v1::{self, ErrorCode, keypoint_service_client::KeypointServiceClient},
     validate::{MAX_FRAMES_PER_BATCH, MAX_MESSAGE_BYTES, validate_infer_response},
 };
 use tokio::sync::mpsc;
-use tonic::{Streaming, transport::Channel};
+use tonic::Streaming;
 
 /// What the service answered for `n` frames.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +48,7 @@ struct OpenStream {
 /// A blocking keypoint-service client (see the module docs).
 pub struct RemoteKeypoints {
     runtime: tokio::runtime::Runtime,
-    client: KeypointServiceClient<Channel>,
+    client: KeypointServiceClient<SecuredChannel>,
     endpoint: String,
     stream: Option<OpenStream>,
     next_id: u64,
@@ -58,9 +60,16 @@ pub struct RemoteKeypoints {
 }
 
 impl RemoteKeypoints {
-    /// A client of `endpoint` (`http://host:port`); connects lazily, on the first call.
+    /// A client of `endpoint` (`http://host:port`) without a token or TLS; connects lazily, on
+    /// the first call.
     pub fn connect(endpoint: &str, retry_for: Duration) -> anyhow::Result<Self> {
-        let (runtime, channel) = blocking_channel(endpoint, "keypoint").map_err(anyhow::Error::msg)?;
+        Self::connect_secured(endpoint, retry_for, &ClientSecurity::default())
+    }
+
+    /// [`RemoteKeypoints::connect`] with `security`'s token on every stream and TLS to an
+    /// `https://` endpoint. A refused token fails at once (`UNAUTHENTICATED` is never retried).
+    pub fn connect_secured(endpoint: &str, retry_for: Duration, security: &ClientSecurity) -> anyhow::Result<Self> {
+        let (runtime, channel) = blocking_channel(endpoint, "keypoint", security).map_err(anyhow::Error::msg)?;
         let client = KeypointServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self { runtime, client, endpoint: endpoint.to_owned(), stream: None, next_id: 0, run_id: rand_id(), backoff: Backoff::default(), retry_for, timeout_ms: 0 })
     }
@@ -100,7 +109,8 @@ impl RemoteKeypoints {
                         message
                     }
                 },
-                Err(message) => {
+                Err(StreamFailure { message, fatal: true }) => anyhow::bail!(message),
+                Err(StreamFailure { message, fatal: false }) => {
                     self.stream = None;
                     message
                 }
@@ -115,8 +125,9 @@ impl RemoteKeypoints {
     }
 
     /// Sends `request` on the open stream (opening one first) and waits for its answer. An
-    /// `Err` is a stream-level failure: the stream is to be dropped and the request retried.
-    fn attempt(&mut self, request: &v1::InferRequest) -> Result<v1::InferResponse, String> {
+    /// `Err` is a stream-level failure: the stream is to be dropped and the request retried,
+    /// unless the server refused the client's token ([`StreamFailure::fatal`]).
+    fn attempt(&mut self, request: &v1::InferRequest) -> Result<v1::InferResponse, StreamFailure> {
         let patience = Duration::from_millis(u64::from(if request.timeout_ms == 0 { 5_000 } else { request.timeout_ms })) + Duration::from_secs(10);
         let endpoint = self.endpoint.clone();
         if self.stream.is_none() {
@@ -127,8 +138,8 @@ impl RemoteKeypoints {
             });
             let responses = match opened {
                 Ok(Ok(response)) => response.into_inner(),
-                Ok(Err(status)) => return Err(format!("keypoint stream to {endpoint} failed ({:?}): {}", status.code(), status.message())),
-                Err(_) => return Err(format!("keypoint service at {endpoint} did not open a stream within {patience:?}")),
+                Ok(Err(status)) => return Err(StreamFailure::from_status(&endpoint, &status)),
+                Err(_) => return Err(format!("keypoint service at {endpoint} did not open a stream within {patience:?}").into()),
             };
             self.stream = Some(OpenStream { requests, responses });
         }
@@ -136,18 +147,36 @@ impl RemoteKeypoints {
         let id = request.request_id;
         let request = request.clone();
         self.runtime.block_on(async {
-            stream.requests.send(request).await.map_err(|_| format!("keypoint stream to {endpoint} closed"))?;
+            stream.requests.send(request).await.map_err(|_| StreamFailure::from(format!("keypoint stream to {endpoint} closed")))?;
             loop {
                 match tokio::time::timeout(patience, stream.responses.message()).await {
-                    Err(_) => return Err(format!("no keypoint answer from {endpoint} within {patience:?}")),
-                    Ok(Err(status)) => return Err(format!("keypoint stream to {endpoint} failed ({:?}): {}", status.code(), status.message())),
-                    Ok(Ok(None)) => return Err(format!("keypoint stream to {endpoint} ended (server stopping?)")),
+                    Err(_) => return Err(format!("no keypoint answer from {endpoint} within {patience:?}").into()),
+                    Ok(Err(status)) => return Err(StreamFailure::from_status(&endpoint, &status)),
+                    Ok(Ok(None)) => return Err(format!("keypoint stream to {endpoint} ended (server stopping?)").into()),
                     // An answer to an earlier attempt that timed out on this stream: skip it.
                     Ok(Ok(Some(response))) if response.request_id != id => continue,
                     Ok(Ok(Some(response))) => return Ok(response),
                 }
             }
         })
+    }
+}
+
+/// A stream-level failure: retried by reopening the stream unless `fatal` (refused credentials).
+struct StreamFailure {
+    message: String,
+    fatal: bool,
+}
+
+impl StreamFailure {
+    fn from_status(endpoint: &str, status: &tonic::Status) -> Self {
+        Self { message: format!("keypoint stream to {endpoint} failed ({:?}): {}", status.code(), status.message()), fatal: refused(status) }
+    }
+}
+
+impl From<String> for StreamFailure {
+    fn from(message: String) -> Self {
+        Self { message, fatal: false }
     }
 }
 

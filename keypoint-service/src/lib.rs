@@ -11,6 +11,9 @@
 //! - [`client`]: [`RemoteKeypoints`], the actors' blocking client (one stream, retries with
 //!   backoff, reconnects).
 //!
+//! Security ([`pkrl_proto::security`]): with a token configured `Infer` needs it (frames without
+//! it never reach the model); health and reflection stay open; TLS when given a certificate.
+//!
 //! ```text
 //! keypoint-server --config run.toml --set keypoints.checkpoint='"runs/pk/checkpoints"'
 //! grpcurl -plaintext 127.0.0.1:50052 grpc.health.v1.Health/Check

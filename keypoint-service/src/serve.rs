@@ -5,7 +5,8 @@ use std::future::Future;
 
 use permakey::model::KeypointModel;
 use pkrl_proto::{
-    serving::{Stopping, bounded_drain, incoming, reflection_service, server_builder},
+    security::ServerSecurity,
+    serving::{Stopping, bounded_drain, incoming, reflection_service},
     v1::keypoint_service_server::KeypointServiceServer,
     validate::MAX_MESSAGE_BYTES,
 };
@@ -22,20 +23,26 @@ pub struct ServeReport {
 }
 
 /// Serves `model` on `listener` until `shutdown` resolves; then stops taking requests, answers
-/// the ones taken (the batcher drains) and returns the batcher's counters.
+/// the ones taken (the batcher drains) and returns the batcher's counters. With a token in
+/// `security`, `Infer` needs it (health and reflection stay open); with a certificate, the server
+/// speaks TLS only.
 pub async fn serve(
     model: Box<dyn KeypointModel>,
     version: u64,
     config: KeypointServerConfig,
+    security: ServerSecurity,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ServeReport> {
+    // Built before the batcher starts, so a bad TLS set-up leaves nothing running.
+    let mut builder = security.server_builder()?;
     let stopping = Stopping::default();
     let (server, batcher) = KeypointServer::start(model, version, &config, stopping.clone())?;
     let info = server.info();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KeypointServiceServer<KeypointServer>>().await;
-    let service = KeypointServiceServer::new(server).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+    security.log("keypoint");
+    let service = security.guard(KeypointServiceServer::new(server).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES));
     tracing::info!(
         address = %listener.local_addr()?,
         keypoints = info.num_keypoints,
@@ -46,7 +53,7 @@ pub async fn serve(
         "keypoint service listening"
     );
     let fire = stopping.clone();
-    let serving = server_builder()
+    let serving = builder
         .add_service(health_service)
         .add_service(reflection_service()?)
         .add_service(service)

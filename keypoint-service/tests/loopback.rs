@@ -75,7 +75,7 @@ impl Running {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                keypoint_service::serve(Box::new(model), 7, config, listener, async {
+                keypoint_service::serve(Box::new(model), 7, config, Default::default(), listener, async {
                     let _ = stopped.await;
                 })
                 .await

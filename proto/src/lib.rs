@@ -37,8 +37,11 @@
 //! - Size limits are constants in [`validate`]; servers pass [`validate::MAX_MESSAGE_BYTES`]
 //!   to `max_decoding_message_size`/`max_encoding_message_size` of the generated servers and
 //!   clients (tonic's default of 4 MiB is too small for parameter snapshots).
+//! - [`security`]: an optional shared token required on every `permakey.v1` RPC (health and
+//!   reflection stay open) and optional TLS, for every server and client.
 
 pub mod fuzzing;
+pub mod security;
 pub mod serving;
 pub mod validate;
 

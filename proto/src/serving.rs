@@ -1,10 +1,12 @@
 //! What every PermaKey-RL gRPC server and client shares: reflection over the `permakey.v1` and
-//! health descriptors, a bounded graceful shutdown, SIGTERM handling, and client retries with
-//! exponential backoff.
+//! health descriptors, a bounded graceful shutdown, SIGTERM handling, client channels (with the
+//! optional token and TLS of [`crate::security`]), and client retries with exponential backoff.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tonic::{Code, Status};
+
+use crate::security::{ClientSecurity, SecuredChannel};
 
 /// Longest the graceful drain at shutdown waits for connected clients: a graceful HTTP/2 drain
 /// waits for every client to acknowledge, and one that has stopped reading must not keep a
@@ -110,22 +112,23 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
 
 /// A client's own tokio runtime (one worker, so the connection's background task keeps answering
 /// the server's HTTP/2 pings and shutdown handshakes between calls) and a lazily connecting
-/// channel to `endpoint` (`http://host:port`); `what` names the service in the error.
-pub fn blocking_channel(endpoint: &str, what: &str) -> Result<(tokio::runtime::Runtime, tonic::transport::Channel), String> {
+/// channel to `endpoint` (`http://host:port`, or `https://` with TLS) that carries `security`'s
+/// token; `what` names the service in the error.
+pub fn blocking_channel(endpoint: &str, what: &str, security: &ClientSecurity) -> Result<(tokio::runtime::Runtime, SecuredChannel), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the {what} client's runtime: {e}"))?;
     let _context = runtime.enter();
-    let channel = tonic::transport::Channel::from_shared(endpoint.to_owned())
+    let endpoint = tonic::transport::Channel::from_shared(endpoint.to_owned())
         .map_err(|e| format!("bad {what} endpoint '{endpoint}': {e}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .connect_lazy();
-    Ok((runtime, channel))
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+    let channel = security.endpoint(endpoint).map_err(|e| format!("{what} client: {e}"))?.connect_lazy();
+    Ok((runtime, security.wrap(channel)))
 }
 
 /// Exponential backoff: attempt `n` (from 0) waits `min(initial * factor^n, max)`.
@@ -152,9 +155,12 @@ impl Backoff {
 
 /// Whether a failed call may succeed when repeated: the server is down or restarting
 /// (`UNAVAILABLE`, transport errors), or a rate-limiter wait ran out (`DEADLINE_EXCEEDED`, or
-/// `RESOURCE_EXHAUSTED` whose message starts with "rate limiter"). A bad message is never retried.
+/// `RESOURCE_EXHAUSTED` whose message starts with "rate limiter"). A bad message is never retried,
+/// nor a refused token (`UNAUTHENTICATED`) or a server certificate the client's TLS rejects
+/// (rustls' "invalid peer certificate": a set-up error, not an outage).
 pub fn retryable(status: &Status) -> bool {
     match status.code() {
+        Code::Unavailable if status.message().contains("invalid peer certificate") => false,
         Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => true,
         Code::ResourceExhausted => status.message().starts_with("rate limiter"),
         _ => false,
@@ -180,6 +186,8 @@ mod tests {
         assert!(retryable(&Status::resource_exhausted("rate limiter timed out after 1s waiting to insert")));
         assert!(!retryable(&Status::resource_exhausted("sequences has 300 items, limit is 256")));
         assert!(!retryable(&Status::invalid_argument("sequence.rewards has 3 entries, expected 4")));
+        assert!(!retryable(&Status::unauthenticated("invalid token")), "a wrong token stays wrong");
+        assert!(!retryable(&Status::unavailable("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))")));
     }
 
     #[test]

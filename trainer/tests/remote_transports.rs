@@ -49,7 +49,7 @@ fn replay_calls_answer_alike_in_process_and_over_grpc() {
     };
     let served_table = table.clone();
     let address = spawn_server(move |listener| async move {
-        replay_service::serve(served_table, server, listener, std::future::pending()).await.map(|_| ())
+        replay_service::serve(served_table, server, Default::default(), listener, std::future::pending()).await.map(|_| ())
     });
     let mut remote = RemoteReplay::connect(&format!("http://{address}"), Duration::from_secs(10)).unwrap();
     let mut local = LocalReplay::new(table, 0).unwrap();
@@ -83,7 +83,7 @@ fn parameters_published_by_the_learner_reach_a_remote_actor_exactly() {
 
     let board = Arc::new(ParameterBoard::default());
     let served = board.clone();
-    let address = spawn_server(move |listener| learner_service::serve(served, None, listener, std::future::pending()));
+    let address = spawn_server(move |listener| learner_service::serve(served, None, Default::default(), listener, std::future::pending()));
     let remote = RemoteParameters::new(&format!("http://{address}"), Duration::from_secs(10)).unwrap();
     let local = LocalParameters::default();
     let sinks: [&dyn ParameterSink; 2] = [&board, &local];

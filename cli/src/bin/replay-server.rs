@@ -24,6 +24,7 @@ fn main() {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.common.load()?;
+    let security = config.server_security()?;
     let _span = init_tracing("replay", &config.logging);
     let _metrics = pkrl_telemetry::install(config.metrics.listen, "replay", &[])?;
     let mut server_config = config.replay_server.clone();
@@ -35,7 +36,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(server_config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", server_config.listen))?;
-        let report = replay_service::serve(config.replay.clone(), server_config, listener, replay_service::terminated()).await?;
+        let report = replay_service::serve(config.replay.clone(), server_config, security, listener, replay_service::terminated()).await?;
         tracing::info!(size = report.stats.len, inserted = report.stats.inserts_total, sampled = report.stats.samples_total, "replay server stopped");
         Ok(())
     })

@@ -9,27 +9,34 @@
 use std::time::{Duration, Instant};
 
 use pkrl_proto::{
+    security::{ClientSecurity, SecuredChannel},
     serving::{Backoff, blocking_channel, retryable},
     v1::{self, learner_service_client::LearnerServiceClient},
     validate::MAX_MESSAGE_BYTES,
 };
-use tonic::transport::Channel;
 
 use crate::{NamedArray, parameters_from_wire};
 
 /// A blocking parameter-service client.
 pub struct RemoteParameters {
     runtime: tokio::runtime::Runtime,
-    client: LearnerServiceClient<Channel>,
+    client: LearnerServiceClient<SecuredChannel>,
     endpoint: String,
     backoff: Backoff,
     retry_for: Duration,
 }
 
 impl RemoteParameters {
-    /// A client of `endpoint` (`http://host:port`); connects lazily, on the first call.
+    /// A client of `endpoint` (`http://host:port`) without a token or TLS; connects lazily, on
+    /// the first call.
     pub fn new(endpoint: &str, retry_for: Duration) -> anyhow::Result<Self> {
-        let (runtime, channel) = blocking_channel(endpoint, "learner").map_err(anyhow::Error::msg)?;
+        Self::new_secured(endpoint, retry_for, &ClientSecurity::default())
+    }
+
+    /// [`RemoteParameters::new`] with `security`'s token on every call and TLS to an `https://`
+    /// endpoint. A refused token fails at once (`UNAUTHENTICATED` is never retried).
+    pub fn new_secured(endpoint: &str, retry_for: Duration, security: &ClientSecurity) -> anyhow::Result<Self> {
+        let (runtime, channel) = blocking_channel(endpoint, "learner", security).map_err(anyhow::Error::msg)?;
         let client = LearnerServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -39,7 +46,7 @@ impl RemoteParameters {
     /// Runs one call, retrying transient failures with backoff for up to `retry_for`.
     fn call<T, F, Fut>(&self, what: &str, mut attempt: F) -> anyhow::Result<T>
     where
-        F: FnMut(LearnerServiceClient<Channel>) -> Fut,
+        F: FnMut(LearnerServiceClient<SecuredChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = Instant::now();

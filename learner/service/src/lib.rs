@@ -15,6 +15,9 @@
 //! - **Run progress.** `ReportProgress` feeds a [`ProgressBoard`]: the agent steps of all actors,
 //!   their finished games and the learner's update count, so the distributed learner keeps the
 //!   embedded schedule (see [`progress`]).
+//! - **Security** ([`pkrl_proto::security`]): with a token configured every `LearnerService`
+//!   RPC needs it: `ReportProgress` writes the run's progress (and can hold actors back),
+//!   `GetParameters`/`StreamParameters` hand out the model. Health and reflection stay open.
 
 pub mod client;
 pub mod progress;
@@ -23,7 +26,8 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use pkrl_proto::{
-    serving::{Stopping, bounded_drain, incoming, reflection_service, server_builder},
+    security::ServerSecurity,
+    serving::{Stopping, bounded_drain, incoming, reflection_service},
     v1::{
         self,
         learner_service_server::{LearnerService, LearnerServiceServer},
@@ -209,22 +213,29 @@ impl LearnerService for LearnerServer {
 }
 
 /// Serves `board` (and `progress` reports, when given) on `listener`, with health and
-/// reflection, until `shutdown` resolves.
+/// reflection, until `shutdown` resolves. With a token in `security`, every `LearnerService`
+/// RPC needs it (health and reflection stay open); with a certificate, the server speaks TLS
+/// only.
 pub async fn serve(
     board: Arc<ParameterBoard>,
     progress: Option<Arc<ProgressBoard>>,
+    security: ServerSecurity,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let stopping = Stopping::default();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<LearnerServiceServer<LearnerServer>>().await;
-    let service = LearnerServiceServer::new(LearnerServer::new(board, progress, stopping.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    security.log("learner");
+    let service = security.guard(
+        LearnerServiceServer::new(LearnerServer::new(board, progress, stopping.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    );
     tracing::info!(address = %listener.local_addr()?, "learner parameter service listening");
     let fire = stopping.clone();
-    let serving = server_builder()
+    let serving = security
+        .server_builder()?
         .add_service(health_service)
         .add_service(reflection_service()?)
         .add_service(service)

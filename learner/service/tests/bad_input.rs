@@ -21,7 +21,7 @@ fn bad_progress_reports_are_refused_with_one_line_and_change_nothing() {
         let address = listener.local_addr().unwrap();
         let progress = Arc::new(ProgressBoard::new(1000, Arc::new(|steps| steps / 4), ProgressState::default(), 0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(learner_service::serve(Arc::new(ParameterBoard::default()), Some(progress.clone()), listener, async {
+        let server = tokio::spawn(learner_service::serve(Arc::new(ParameterBoard::default()), Some(progress.clone()), Default::default(), listener, async {
             let _ = stopped.await;
         }));
         let endpoint = format!("http://{address}");

@@ -26,7 +26,7 @@ impl Running {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                learner_service::serve(board, None, listener, async {
+                learner_service::serve(board, None, Default::default(), listener, async {
                     let _ = stopped.await;
                 })
                 .await

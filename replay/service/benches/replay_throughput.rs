@@ -53,7 +53,7 @@ fn main() {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            replay_service::serve(served_table, server, listener, std::future::pending()).await.unwrap();
+            replay_service::serve(served_table, server, Default::default(), listener, std::future::pending()).await.unwrap();
         });
     });
     let remote = RemoteReplay::connect(&format!("http://{address}"), Duration::from_secs(10)).unwrap();

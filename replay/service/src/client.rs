@@ -19,19 +19,20 @@ use std::{
 };
 
 use pkrl_proto::{
+    security::{ClientSecurity, SecuredChannel},
     serving::{Backoff, blocking_channel, retryable},
     v1::{self, replay_service_client::ReplayServiceClient},
     validate::{MAX_MESSAGE_BYTES, MAX_SEQUENCES_PER_INSERT},
 };
 use replay::{SampleKey, SampledBatch, Sequence};
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 
 use crate::wire::{key_from_wire, key_to_wire, sequence_from_wire, sequence_to_wire};
 
 /// A blocking replay-service client.
 pub struct RemoteReplay {
     runtime: Arc<tokio::runtime::Runtime>,
-    client: ReplayServiceClient<Channel>,
+    client: ReplayServiceClient<SecuredChannel>,
     endpoint: String,
     capacity: usize,
     backoff: Backoff,
@@ -39,10 +40,16 @@ pub struct RemoteReplay {
 }
 
 impl RemoteReplay {
-    /// Connects to `endpoint` (`http://host:port`), retrying for up to `retry_for` while the
-    /// server is not up yet.
+    /// Connects to `endpoint` (`http://host:port`) without a token or TLS, retrying for up to
+    /// `retry_for` while the server is not up yet.
     pub fn connect(endpoint: &str, retry_for: Duration) -> anyhow::Result<Self> {
-        let (runtime, channel) = blocking_channel(endpoint, "replay").map_err(anyhow::Error::msg)?;
+        Self::connect_secured(endpoint, retry_for, &ClientSecurity::default())
+    }
+
+    /// [`RemoteReplay::connect`] with `security`'s token on every call and TLS to an `https://`
+    /// endpoint. A refused token fails at once (`UNAUTHENTICATED` is never retried).
+    pub fn connect_secured(endpoint: &str, retry_for: Duration, security: &ClientSecurity) -> anyhow::Result<Self> {
+        let (runtime, channel) = blocking_channel(endpoint, "replay", security).map_err(anyhow::Error::msg)?;
         let client = ReplayServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -66,7 +73,7 @@ impl RemoteReplay {
 
     fn call<T, F, Fut>(&self, what: &str, mut attempt: F) -> anyhow::Result<T>
     where
-        F: FnMut(ReplayServiceClient<Channel>) -> Fut,
+        F: FnMut(ReplayServiceClient<SecuredChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let started = Instant::now();

@@ -16,6 +16,10 @@
 //! grpcurl -plaintext 127.0.0.1:50051 permakey.v1.ReplayService/Stats
 //! grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check
 //! ```
+//!
+//! Security ([`pkrl_proto::security`]): with a token configured every `ReplayService` RPC needs
+//! it (`InsertSequences` and `UpdatePriorities` write, `Sample` advances the rate limiter,
+//! `Stats` describes the run); health and reflection stay open.
 
 pub mod client;
 pub mod fuzzing;
@@ -25,7 +29,8 @@ pub mod wire;
 use std::{future::Future, time::Duration};
 
 use pkrl_proto::{
-    serving::{Stopping, bounded_drain, incoming, reflection_service, server_builder},
+    security::ServerSecurity,
+    serving::{Stopping, bounded_drain, incoming, reflection_service},
     v1::replay_service_server::ReplayServiceServer,
     validate::MAX_MESSAGE_BYTES,
 };
@@ -46,10 +51,13 @@ pub struct ServeReport {
 }
 
 /// Serves on `listener` until `shutdown` resolves, then stops taking requests, closes the rate
-/// limiter (waiting clients get `UNAVAILABLE`) and writes a final snapshot.
+/// limiter (waiting clients get `UNAVAILABLE`) and writes a final snapshot. With a token in
+/// `security`, every `ReplayService` RPC needs it (health and reflection stay open); with a
+/// certificate, the server speaks TLS only.
 pub async fn serve(
     table: ReplayConfig,
     config: ReplayServerConfig,
+    security: ServerSecurity,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ServeReport> {
@@ -83,13 +91,15 @@ pub async fn serve(
     });
     let address = listener.local_addr()?;
     tracing::info!(%address, "replay service listening");
-    let service = ReplayServiceServer::new(server.clone())
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    security.log("replay");
+    let service = security.guard(
+        ReplayServiceServer::new(server.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES),
+    );
     let closer = server.clone();
     let stopping = Stopping::default();
     let stopped = stopping.clone();
-    let serving = server_builder()
+    let serving = security
+        .server_builder()?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)

@@ -25,7 +25,7 @@ impl Running {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 address_sender.send(listener.local_addr()?).unwrap();
                 let table = ReplayConfig { capacity_sequences: 6, ..ReplayConfig::default() };
-                replay_service::serve(table, config, listener, async {
+                replay_service::serve(table, config, Default::default(), listener, async {
                     let _ = stopped.await;
                 })
                 .await
