@@ -314,7 +314,7 @@ impl KeypointService for KeypointServer {
                         // A stream-wide failure (oversize message, broken connection): end the
                         // stream with it once the requests taken so far are answered.
                         tracing::debug!(code = ?status.code(), message = status.message(), "keypoint stream failed");
-                        let _ = answers.send(Err(status));
+                        let _ = answers.send(Err(pkrl_proto::serving::oversize_as_resource_exhausted(status)));
                         break;
                     }
                 }

@@ -190,7 +190,7 @@ impl ServerSecurity {
     }
 
     /// [`crate::serving::server_builder`] with TLS when configured.
-    pub fn server_builder(&self) -> Result<tonic::transport::Server, SecurityError> {
+    pub fn server_builder(&self) -> Result<crate::serving::ServerBuilder, SecurityError> {
         let builder = crate::serving::server_builder();
         match &self.tls {
             None => Ok(builder),

@@ -96,12 +96,57 @@ pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 /// Connection-level window (all streams of one connection together).
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 
-/// A tonic server builder with this project's transport settings (windows above, TCP_NODELAY).
-pub fn server_builder() -> tonic::transport::Server {
+/// What [`server_builder`] returns: a tonic server with the [`oversize_layer`].
+pub type ServerBuilder = tonic::transport::Server<tower::layer::util::Stack<OversizeLayer, tower::layer::util::Identity>>;
+
+/// A tonic server builder with this project's transport settings (windows above, TCP_NODELAY)
+/// and the [`oversize_layer`].
+pub fn server_builder() -> ServerBuilder {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .layer(oversize_layer())
+}
+
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+/// The layer of [`oversize_layer`].
+pub type OversizeLayer = tower::util::MapResponseLayer<fn(HttpResponse) -> HttpResponse>;
+
+/// A layer in front of every server: tonic refuses a request message over the decoding limit
+/// ([`crate::validate::MAX_MESSAGE_BYTES`]) with `OUT_OF_RANGE` before any handler runs; this
+/// answers `RESOURCE_EXHAUSTED` instead (what gRPC's other implementations send, and what this
+/// project answers for every other size limit), with tonic's message. Streams whose handler sees
+/// the error map it with [`oversize_as_resource_exhausted`].
+pub fn oversize_layer() -> OversizeLayer {
+    tower::util::MapResponseLayer::new(map_oversize_response as fn(HttpResponse) -> HttpResponse)
+}
+
+fn is_oversize_message(message: &[u8]) -> bool {
+    // grpc-message is percent-encoded: spaces arrive as %20
+    let needle = b"message%20length%20too%20large";
+    let plain = b"message length too large";
+    message.windows(needle.len()).any(|w| w == needle) || message.windows(plain.len()).any(|w| w == plain)
+}
+
+fn map_oversize_response(mut response: HttpResponse) -> HttpResponse {
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|code| code.as_bytes() == b"11");
+    if out_of_range && headers.get("grpc-message").is_some_and(|message| is_oversize_message(message.as_bytes())) {
+        headers.insert("grpc-status", tonic::codegen::http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// `status` with `RESOURCE_EXHAUSTED` instead of `OUT_OF_RANGE` when it is tonic's refusal of an
+/// over-limit message (see [`oversize_layer`]); any other status as it is.
+pub fn oversize_as_resource_exhausted(status: Status) -> Status {
+    if status.code() == Code::OutOfRange && is_oversize_message(status.message().as_bytes()) {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
+    }
 }
 
 /// The accepted connections of `listener`, with TCP_NODELAY set (tonic sets it only on

@@ -202,7 +202,7 @@ impl ReplayService for ReplayServer {
         let mut stream = request.into_inner();
         let (mut inserted, mut evicted) = (0, 0);
         while let Some(message) = stream.next().await {
-            let message = message?;
+            let message = message.map_err(pkrl_proto::serving::oversize_as_resource_exhausted)?;
             validate_insert_request(&message).inspect_err(|_| invalid())?;
             let mut sequences = Vec::with_capacity(message.sequences.len());
             for (index, sequence) in message.sequences.into_iter().enumerate() {
