@@ -3,7 +3,8 @@
 # build the images, `docker compose up -d` on the sprite corridor (PKRL_CONFIG=toy) with 2
 # actors, wait until Prometheus shows the learner's update counter rising, `docker kill` one
 # actor and the keypoint service, start them again, see the updates rise again and the other
-# actor untouched, then `docker compose down -v`. Prints one line per phase; exit 0 = passed.
+# actor untouched, kill the replay and the learner, start them again, see the new learner's
+# updates rise, then `docker compose down -v`. Prints one line per phase; exit 0 = passed.
 #   deploy/docker/test-compose.sh [--no-cargo]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,6 +63,19 @@ log "the run continues: updates $before -> $after"
   || fail "the surviving actor restarted or stopped: $(docker inspect -f '{{.RestartCount}} {{.State.Status}}' "$survivor")"
 learner_restarts=$(docker inspect -f '{{.RestartCount}}' "$(compose ps -q learner)")
 [[ "$learner_restarts" == 0 ]] || fail "the learner restarted $learner_restarts times"
+
+# SIGKILL the replay (restores its snapshot) and the learner (resumes from its checkpoint); the
+# update counter must rise past where it was before the kills.
+killed_at=$(updates)
+docker kill "$(compose ps -q replay)" "$(compose ps -q learner)" >/dev/null
+log "killed the replay and the learner at $killed_at updates"
+sleep 3
+compose up -d --scale actor=2 >/dev/null 2>&1 || fail "docker compose up (restart replay and learner)"
+# the new learner process counts its updates from 0: wait for the reset, then for it to rise
+while (( $(updates) >= killed_at )); do deadline; sleep 2; done
+restarted=$(updates)
+resumed=$(wait_above $(( restarted + 10 )))
+log "the run continues after the replay and learner restarts: updates counter $killed_at -> reset -> $resumed"
 compose down -v --timeout 30 >/dev/null 2>&1 || fail "docker compose down -v"
 trap - EXIT
 [[ -z "$(docker volume ls -q --filter "name=${project}_")" ]] || fail "volumes left after down -v"
