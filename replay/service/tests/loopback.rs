@@ -1,49 +1,15 @@
 //! The replay service on 127.0.0.1, in process: the calls, bad input, the rate limiter and
 //! snapshots. The `replay-server` binary's own test is `cli/tests/replay_server.rs`.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+mod support;
+
+use std::{path::Path, time::Duration};
 
 use pkrl_proto::v1::{self, replay_service_client::ReplayServiceClient};
 use replay::{RateLimiterConfig, ReplayConfig, ReplayServerConfig, testing::SequenceBuilder};
-use replay_service::{RemoteReplay, ServeReport, StartedFrom};
+use replay_service::{RemoteReplay, StartedFrom};
+use support::Running;
 use tonic::Code;
-
-/// A server on its own runtime thread; dropping the sender stops it.
-struct Running {
-    address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<ServeReport>>>,
-}
-
-impl Running {
-    fn start(config: ReplayServerConfig) -> Self {
-        let (address_sender, address_receiver) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                address_sender.send(listener.local_addr()?).unwrap();
-                let table = ReplayConfig { capacity_sequences: 6, ..ReplayConfig::default() };
-                replay_service::serve(table, config, Default::default(), listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-            })
-        });
-        let address = address_receiver.recv_timeout(Duration::from_secs(10)).expect("server binds");
-        Self { address, stop: Some(stop), thread: Some(thread) }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    fn stop(mut self) -> ServeReport {
-        let _ = self.stop.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap().unwrap()
-    }
-}
 
 fn config(snapshot: Option<&Path>, min_size_to_sample: u64) -> ReplayServerConfig {
     ReplayServerConfig {
@@ -62,7 +28,7 @@ fn sequence(tag: u8) -> replay::Sequence {
 
 #[test]
 fn insert_sample_update_and_stats_over_grpc() {
-    let server = Running::start(config(None, 3));
+    let server = Running::start(6, config(None, 3), Default::default());
     let client = RemoteReplay::connect(&server.endpoint(), Duration::from_secs(5)).unwrap();
     // Before 3 inserts the limiter refuses to sample: the learner's call gives up after its
     // retry budget with the limiter's reason.
@@ -97,7 +63,7 @@ fn insert_sample_update_and_stats_over_grpc() {
 
 #[test]
 fn bad_messages_get_one_line_invalid_argument_and_the_server_goes_on() {
-    let server = Running::start(config(None, 1));
+    let server = Running::start(6, config(None, 1), Default::default());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let endpoint = server.endpoint();
     runtime.block_on(async {
@@ -139,7 +105,7 @@ fn bad_messages_get_one_line_invalid_argument_and_the_server_goes_on() {
 fn the_final_snapshot_is_restored_with_the_rate_limiter_counts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replay.snapshot");
-    let server = Running::start(config(Some(&path), 2));
+    let server = Running::start(6, config(Some(&path), 2), Default::default());
     let client = RemoteReplay::connect(&server.endpoint(), Duration::from_secs(5)).unwrap();
     client.insert(&(0..5).map(sequence).collect::<Vec<_>>()).unwrap();
     client.sample(3).unwrap();
@@ -147,7 +113,7 @@ fn the_final_snapshot_is_restored_with_the_rate_limiter_counts() {
     assert_eq!(report.started_from, StartedFrom::Empty);
     assert_eq!(report.final_snapshot, Some(5));
 
-    let again = Running::start(config(Some(&path), 2));
+    let again = Running::start(6, config(Some(&path), 2), Default::default());
     let client = RemoteReplay::connect(&again.endpoint(), Duration::from_secs(5)).unwrap();
     let stats = client.stats().unwrap();
     assert_eq!((stats.size, stats.inserted_total, stats.sampled_total), (5, 5, 3));

@@ -4,8 +4,9 @@
 //! certificate made here), a client trusting the certificate works and a plaintext client or
 //! one trusting another certificate does not.
 
+mod support;
+
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -14,57 +15,23 @@ use pkrl_proto::{
     security::{ClientSecurity, ServerSecurity, Token},
     v1::{self, replay_service_client::ReplayServiceClient},
 };
-use replay::{RateLimiterConfig, ReplayConfig, ReplayServerConfig, testing::SequenceBuilder};
-use replay_service::{RemoteReplay, ServeReport};
+use replay::{RateLimiterConfig, ReplayServerConfig, testing::SequenceBuilder};
+use replay_service::RemoteReplay;
+use support::Running;
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 const TOKEN: &str = "correct-horse-battery-staple-0123456789";
 
-struct Running {
-    address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<ServeReport>>>,
-}
-
-impl Running {
-    fn start(security: ServerSecurity) -> Self {
-        let (address_sender, address_receiver) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                address_sender.send(listener.local_addr()?).unwrap();
-                let config = ReplayServerConfig {
-                    snapshot_every_s: 0,
-                    rate_limiter: RateLimiterConfig { min_size_to_sample: 1, samples_per_insert: 2.0, error_buffer: 100.0 },
-                    sample_timeout_ms: 200,
-                    insert_timeout_ms: 200,
-                    ..ReplayServerConfig::default()
-                };
-                replay_service::serve(ReplayConfig { capacity_sequences: 16, ..ReplayConfig::default() }, config, security, listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-            })
-        });
-        let address = address_receiver.recv_timeout(Duration::from_secs(10)).expect("server binds");
-        Self { address, stop: Some(stop), thread: Some(thread) }
-    }
-
-    fn stop(mut self) -> ServeReport {
-        let _ = self.stop.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+fn running(security: ServerSecurity) -> Running {
+    let config = ReplayServerConfig {
+        snapshot_every_s: 0,
+        rate_limiter: RateLimiterConfig { min_size_to_sample: 1, samples_per_insert: 2.0, error_buffer: 100.0 },
+        sample_timeout_ms: 200,
+        insert_timeout_ms: 200,
+        ..ReplayServerConfig::default()
+    };
+    Running::start(16, config, security)
 }
 
 fn token(text: &str) -> Option<Token> {
@@ -100,7 +67,7 @@ async fn health(channel: Channel) -> ServingStatus {
 
 #[test]
 fn every_replay_rpc_needs_the_token_and_health_does_not() {
-    let server = Running::start(ServerSecurity::default().with_token(token(TOKEN)));
+    let server = running(ServerSecurity::default().with_token(token(TOKEN)));
     let endpoint = format!("http://{}", server.address);
     let authorised = ClientSecurity::default().with_token(token(TOKEN));
     let replay = RemoteReplay::connect_secured(&endpoint, Duration::from_secs(5), &authorised).unwrap();
@@ -167,7 +134,7 @@ fn tls_clients_connect_and_plaintext_clients_do_not() {
     let (cert, key) = self_signed(dir.path(), "server");
     let (other_ca, _) = self_signed(dir.path(), "other");
     let security = ServerSecurity::default().with_token(token(TOKEN)).with_tls(&cert, &key).unwrap();
-    let server = Running::start(security);
+    let server = running(security);
     let port = server.address.port();
 
     let tls = ClientSecurity::default().with_token(token(TOKEN)).with_tls(&cert, None).unwrap();
