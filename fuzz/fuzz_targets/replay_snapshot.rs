@@ -8,5 +8,5 @@ static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let dir = DIR.get_or_init(|| tempfile::tempdir().expect("a temporary folder"));
-    let _ = replay::fuzzing::load_snapshot_bytes(data, dir.path());
+    let _ = replay::fuzzing::load_fuzz_input(data, dir.path());
 });

@@ -34,7 +34,7 @@ pub fn payload_of(snapshot: &[u8]) -> &[u8] {
 /// return `Ok` or `Err`, never panic or allocate beyond what the bytes justify. A snapshot that
 /// loads must save and load again to an equal table (through `dir`, so the file path is tested
 /// too).
-pub fn load_snapshot_bytes(data: &[u8], dir: &Path) -> Result<SequenceReplay, ReplayError> {
+pub fn load_fuzz_input(data: &[u8], dir: &Path) -> Result<SequenceReplay, ReplayError> {
     let (mode, rest) = data.split_first().map_or((0, data), |(&m, rest)| (m, rest));
     let file = match mode % 3 {
         0 => snapshot_with_payload(rest, SNAPSHOT_VERSION),

@@ -10,7 +10,7 @@
 use proptest::prelude::*;
 use replay::{
     ReplayConfig, SamplingMode, SequenceReplay,
-    fuzzing::{load_snapshot_bytes, payload_of, snapshot_with_payload},
+    fuzzing::{load_fuzz_input, payload_of, snapshot_with_payload},
     testing::SequenceBuilder,
 };
 
@@ -93,14 +93,14 @@ fn the_valid_payload_loads_through_the_fuzz_entry() {
     let dir = tempfile::tempdir().unwrap();
     let mut data = vec![0u8];
     data.extend(valid_payload());
-    assert_eq!(load_snapshot_bytes(&data, dir.path()).unwrap().len(), 3);
+    assert_eq!(load_fuzz_input(&data, dir.path()).unwrap().len(), 3);
     // whole-file mode with a good file loads too; a flipped payload byte is a checksum error
     let mut whole = vec![2u8];
     whole.extend(snapshot_with_payload(&valid_payload(), replay::SNAPSHOT_VERSION));
-    assert!(load_snapshot_bytes(&whole, dir.path()).is_ok());
+    assert!(load_fuzz_input(&whole, dir.path()).is_ok());
     let last = whole.len() - 1;
     whole[last] ^= 1;
-    let err = load_snapshot_bytes(&whole, dir.path()).unwrap_err().to_string();
+    let err = load_fuzz_input(&whole, dir.path()).unwrap_err().to_string();
     assert!(err.contains("checksum"), "{err}");
 }
 
@@ -114,7 +114,7 @@ fn a_huge_capacity_or_item_count_fails_before_allocating() {
         bad[0..8].copy_from_slice(&capacity.to_le_bytes());
         let mut data = vec![0u8];
         data.extend(bad);
-        let err = load_snapshot_bytes(&data, dir.path()).unwrap_err().to_string();
+        let err = load_fuzz_input(&data, dir.path()).unwrap_err().to_string();
         assert!(err.contains("capacity"), "capacity {capacity}: {err}");
     }
 }
@@ -135,7 +135,7 @@ proptest! {
         } else {
             data.extend(payload);
         }
-        if let Err(error) = load_snapshot_bytes(&data, dir.path()) {
+        if let Err(error) = load_fuzz_input(&data, dir.path()) {
             let message = error.to_string();
             prop_assert!(!message.is_empty() && !message.contains('\n'), "one-line error: {message}");
         }
@@ -144,6 +144,6 @@ proptest! {
     #[test]
     fn random_bytes_load_or_fail_cleanly(data in proptest::collection::vec(any::<u8>(), 0..512)) {
         let dir = tempfile::tempdir().unwrap();
-        let _ = load_snapshot_bytes(&data, dir.path());
+        let _ = load_fuzz_input(&data, dir.path());
     }
 }
