@@ -1,53 +1,22 @@
 //! The parameter service on 127.0.0.1: fetch, follow, version order, restarts and shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+mod support;
+
+use std::{sync::Arc, time::Duration};
 
 use learner_service::{NamedArray, ParameterBoard, RemoteParameters};
 use pkrl_proto::v1::{self, learner_service_client::LearnerServiceClient};
+use support::Running;
 use tokio_stream::StreamExt;
 
 fn arrays(value: f32) -> Vec<NamedArray> {
     vec![("q.weight".into(), vec![2, 3], vec![value; 6]), ("q.bias".into(), vec![3], vec![-value; 3])]
 }
 
-struct Running {
-    address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Running {
-    fn start(board: Arc<ParameterBoard>, address: &str) -> Self {
-        let std_listener = std::net::TcpListener::bind(address).unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let address = std_listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                learner_service::serve(board, None, Default::default(), listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        Self { address, stop: Some(stop), thread: Some(thread) }
-    }
-
-    fn stop(mut self) -> Duration {
-        let started = std::time::Instant::now();
-        let _ = self.stop.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap();
-        started.elapsed()
-    }
-}
-
 #[test]
 fn actors_fetch_only_newer_versions() {
     let board = Arc::new(ParameterBoard::default());
-    let server = Running::start(board.clone(), "127.0.0.1:0");
+    let server = Running::start(board.clone(), None, Default::default(), "127.0.0.1:0");
     let client = RemoteParameters::new(&format!("http://{}", server.address), Duration::from_secs(5)).unwrap();
     assert_eq!(client.fetch_newer(None).unwrap(), None, "nothing published yet");
     assert_eq!(client.latest_version().unwrap(), 0);
@@ -64,7 +33,7 @@ fn actors_fetch_only_newer_versions() {
 fn followers_see_strictly_increasing_versions_and_streams_end_at_shutdown() {
     let board = Arc::new(ParameterBoard::default());
     board.publish_arrays(1, &arrays(1.0)).unwrap();
-    let server = Running::start(board.clone(), "127.0.0.1:0");
+    let server = Running::start(board.clone(), None, Default::default(), "127.0.0.1:0");
     let endpoint = format!("http://{}", server.address);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let versions = runtime.block_on(async {
@@ -95,7 +64,7 @@ fn followers_see_strictly_increasing_versions_and_streams_end_at_shutdown() {
 fn a_restarted_learner_is_picked_up_by_the_same_client() {
     let board = Arc::new(ParameterBoard::default());
     board.publish_arrays(7, &arrays(7.0)).unwrap();
-    let server = Running::start(board.clone(), "127.0.0.1:0");
+    let server = Running::start(board.clone(), None, Default::default(), "127.0.0.1:0");
     let address = server.address;
     let client = RemoteParameters::new(&format!("http://{address}"), Duration::from_secs(10)).unwrap();
     assert_eq!(client.fetch_newer(None).unwrap().unwrap().0, 7);
@@ -103,7 +72,7 @@ fn a_restarted_learner_is_picked_up_by_the_same_client() {
     // A new learner process on the same port, resumed from a checkpoint with version 9.
     let resumed = Arc::new(ParameterBoard::default());
     resumed.publish_arrays(9, &arrays(9.0)).unwrap();
-    let again = Running::start(resumed, &address.to_string());
+    let again = Running::start(resumed, None, Default::default(), &address.to_string());
     assert_eq!(client.fetch_newer(Some(7)).unwrap(), Some((9, arrays(9.0))));
     again.stop();
     // With the learner gone the call gives up after its retry budget, with a clear message.

@@ -2,8 +2,9 @@
 //! token or with a wrong one is refused with `UNAUTHENTICATED` (a refused `ReportProgress`
 //! counts no steps), the right token works, and health needs none.
 
+mod support;
+
 use std::{
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -13,6 +14,7 @@ use pkrl_proto::{
     security::{ClientSecurity, ServerSecurity, Token},
     v1::{self, learner_service_client::LearnerServiceClient},
 };
+use support::Running;
 use tokio_stream::StreamExt;
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -25,44 +27,6 @@ fn token(text: &str) -> Option<Token> {
 
 fn arrays(value: f32) -> Vec<NamedArray> {
     vec![("q.weight".into(), vec![2, 2], vec![value; 4])]
-}
-
-struct Running {
-    address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Running {
-    fn start(board: Arc<ParameterBoard>, progress: Arc<ProgressBoard>, security: ServerSecurity) -> Self {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let address = std_listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                learner_service::serve(board, Some(progress), security, listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        Self { address, stop: Some(stop), thread: Some(thread) }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// Every `LearnerService` RPC once through a raw client sending `security`'s token (if any), in
@@ -87,7 +51,7 @@ fn every_learner_rpc_needs_the_token_and_health_does_not() {
     let board = Arc::new(ParameterBoard::default());
     board.publish_arrays(2, &arrays(2.0)).unwrap();
     let progress = Arc::new(ProgressBoard::new(10_000, Arc::new(|steps: u64| steps / 4), ProgressState::default(), 0));
-    let server = Running::start(board, progress.clone(), ServerSecurity::default().with_token(token(TOKEN)));
+    let server = Running::start(board, Some(progress.clone()), ServerSecurity::default().with_token(token(TOKEN)), "127.0.0.1:0");
     let endpoint = format!("http://{}", server.address);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let channel = runtime.block_on(Channel::from_shared(endpoint.clone()).unwrap().connect()).unwrap();
