@@ -6,7 +6,7 @@ RUN_ARGS ?= --config config/quick.toml
 # batch 256 of the full model takes minutes per step on a 2-core CPU; the GPU table uses 1,32,256
 KEYPOINT_BENCH_BATCHES ?= 1,32
 
-.PHONY: setup run test bench cuda cuda-setup clean-deps help eval-keypoints cluster images compose-test fuzz keypoints-report
+.PHONY: setup run test bench cuda cuda-setup clean-deps help eval-keypoints cluster images compose-test fuzz keypoints-report results
 
 help:
 	@echo "make run    - set up, then run the main job (embedded mode)"
@@ -18,6 +18,7 @@ help:
 	@echo "make cuda   - build the CUDA variant against the full PyTorch 2.11.0 (target/cuda)"
 	@echo "make eval-keypoints DIR=runs GAME=MsPacman - RAM-grounded keypoint metric for every checkpoint"
 	@echo "make keypoints-report - train PermaKey and the Transporter on 4 games, score them, regenerate KEYPOINTS.md"
+	@echo "make results - the paper's Atari runs (main table, noisy Atari, keypoint count), then RESULTS.md (scripts/results-runs.sh; CPU budget by default)"
 	@echo "make fuzz   - 1M executions of each fuzz target (scripts/fuzz.sh; RUNS=... to change)"
 
 setup:
@@ -69,6 +70,13 @@ eval-keypoints: setup
 keypoints-report: setup
 	$(CARGO) build --release -p permakey-rl
 	scripts/keypoints-report.sh
+
+# The paper's Atari experiments (issue 11). Default: config/results-cpu.toml, seed 0, every cell;
+# on a GPU: make results RESULTS_ENV="CONFIG=config/example.toml DEVICE=cuda SEEDS='0 1 2'"
+RESULTS_ENV ?=
+results: setup
+	$(CARGO) build --release -p permakey-rl
+	env $(RESULTS_ENV) scripts/results-runs.sh
 
 fuzz: setup
 	scripts/fuzz.sh

@@ -42,9 +42,20 @@ impl KeypointModel for LoadedModel {
     }
 }
 
+/// What a run's own keypoint pre-training cost (see [`front_end`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pretraining {
+    /// Random-policy frames the model was (or, for an earlier attempt of the run, had been)
+    /// pre-trained on.
+    pub frames: u64,
+    /// Seconds this process spent collecting them and training (0 where an earlier attempt did).
+    pub collect_s: f64,
+    pub train_s: f64,
+}
+
 /// The front end for `dir`'s run: the oracle of the toy world, the configured checkpoint, or one
-/// pre-trained in `dir`; with the number of pre-training frames when this run collected them.
-pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<(Box<dyn KeypointModel>, Option<u64>)> {
+/// pre-trained in `dir`; with what pre-training cost when the run pre-trains its own.
+pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<(Box<dyn KeypointModel>, Option<Pretraining>)> {
     let device = permakey::resolve_device(config.device)?;
     if config.keypoints.model == KeypointModelKind::Oracle {
         return Ok((Box::new(OracleKeypoints::new(device)), None));
@@ -59,6 +70,7 @@ pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<(Box<dyn Keypoin
     };
     let trained = dir.join(format!("{kind:?}").to_lowercase());
     let checkpoints = trained.join("checkpoints");
+    let mut pretraining = Pretraining { frames: config.keypoints.pretrain_frames, ..Pretraining::default() };
     if permakey::checkpoint::resolve(&checkpoints).is_err() {
         anyhow::ensure!(
             config.keypoints.pretrain_frames > 0,
@@ -66,11 +78,15 @@ pub fn front_end(config: &Config, dir: &Path) -> anyhow::Result<(Box<dyn Keypoin
         );
         let data = dir.join("keypoint-data");
         if !data.join("manifest.json").is_file() {
+            let started = std::time::Instant::now();
             keypoints::collect(config, config.keypoints.pretrain_frames, &data)?;
+            pretraining.collect_s = started.elapsed().as_secs_f64();
         }
+        let started = std::time::Instant::now();
         keypoints::train(config, kind, &data, &trained, false)?;
+        pretraining.train_s = started.elapsed().as_secs_f64();
     }
-    Ok((Box::new(LoadedModel::load(&checkpoints, device)?), Some(config.keypoints.pretrain_frames)))
+    Ok((Box::new(LoadedModel::load(&checkpoints, device)?), Some(pretraining)))
 }
 
 /// The front end of a process that must not train one (the keypoint service, the distributed
@@ -120,7 +136,7 @@ pub fn env_factory(config: &Config) -> anyhow::Result<EnvFactory> {
 
 /// Trains (or resumes) the agent in `dir`; returns the final scores.
 pub fn train_agent(config: &Config, dir: &Path, resume: bool) -> anyhow::Result<Option<FinalScores>> {
-    let (front, pretrain_frames) = front_end(config, dir)?;
+    let (front, pretraining) = front_end(config, dir)?;
     anyhow::ensure!(
         front.image_size() == i64::from(config.env.obs_height) && config.env.obs_height == config.env.obs_width && !config.env.grayscale,
         "the keypoint model takes {0}x{0} RGB frames; env gives {1}x{2} {3}",
@@ -131,7 +147,11 @@ pub fn train_agent(config: &Config, dir: &Path, resume: bool) -> anyhow::Result<
     );
     let envs = env_factory(config)?;
     let mut trainer = Trainer::new(config.trainer_settings(), config.run.seed, dir, front, envs, resume)?;
-    trainer.keypoint_pretrain_frames = pretrain_frames;
+    trainer.keypoint_pretrain_frames = pretraining.map(|p| p.frames);
+    if let Some(p) = pretraining {
+        trainer.timing.pretrain_collect_s = p.collect_s;
+        trainer.timing.pretrain_train_s = p.train_s;
+    }
     if config.train.mode == trainer::TrainMode::Threads {
         // The learner's thread gets its own instance of the same frozen model.
         let (second, _) = front_end(config, dir)?;

@@ -51,6 +51,17 @@ fn run_trains_the_agent_and_resume_extends_it() {
     let scores: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("final_scores.json")).unwrap()).unwrap();
     assert_eq!(scores["agent_steps"], 160);
     assert_eq!(scores["keypoint_pretrain_frames"], 256);
+    assert_eq!(scores["device"], "Cpu");
+    // The per-phase profile: every phase this run went through took time, parts fit in wholes.
+    let timing = &scores["timing"];
+    let secs = |key: &str| timing[key].as_f64().unwrap_or_else(|| panic!("timing.{key} missing: {timing}"));
+    for key in ["pretrain_collect_s", "pretrain_train_s", "rl_s", "acting_s", "acting_keypoints_s", "learning_s", "learning_features_s", "learning_online_s", "final_evaluation_s"] {
+        assert!(secs(key) > 0.0, "timing.{key} = 0: {timing}");
+    }
+    assert!(secs("acting_keypoints_s") <= secs("acting_s"), "{timing}");
+    let phases: f64 = ["learning_batch_s", "learning_features_s", "learning_online_s", "learning_target_s", "learning_backward_s"].iter().map(|k| secs(k)).sum();
+    assert!(phases <= secs("learning_s"), "update phases {phases} > learning_s: {timing}");
+    assert!(secs("rl_s") <= scores["wall_seconds"].as_f64().unwrap(), "{timing}");
 
     let args = with(&["--set", "train.agent_steps=240", "run", "--resume"]);
     let (ok, stdout, stderr) = permakey_rl(&args.iter().map(String::as_str).collect::<Vec<_>>());

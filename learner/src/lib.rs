@@ -75,4 +75,4 @@ pub use targets::{
     DEFAULT_DISCOUNT, DEFAULT_N_STEP, NStepTargets, n_step_double_q_targets,
     n_step_double_q_targets_reference, select_action_values,
 };
-pub use update::{Learner, LearnerConfig, SequenceTensors, UpdateStats, load_named, named_cpu_copies, sequence_tensors};
+pub use update::{Learner, LearnerConfig, SequenceTensors, UpdatePhases, UpdateStats, load_named, named_cpu_copies, sequence_tensors};

@@ -111,6 +111,25 @@ pub struct UpdateStats {
     pub priorities: Vec<f64>,
     /// Positions that contributed to the loss.
     pub trained_positions: usize,
+    /// Where the update's time went.
+    pub phases: UpdatePhases,
+}
+
+/// Wall seconds of one update's phases, measured on the host without device synchronisation:
+/// exact on the CPU; on CUDA a phase ends when its kernels are queued, and the queue drains in
+/// `backward_s`, whose loss read-back waits for it, so CUDA figures show the host side.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UpdatePhases {
+    /// Stacking the sequences into tensors and moving them to the device.
+    pub batch_s: f64,
+    /// The frozen front end's features of the batch's valid frames.
+    pub features_s: f64,
+    /// Online network: keypoint encoder and LSTM unroll, with autograd.
+    pub online_s: f64,
+    /// Target network: encoder and unroll without gradients; n-step double-Q targets; loss.
+    pub target_s: f64,
+    /// Backward, gradient clipping, Adam, target update and the statistics read back.
+    pub backward_s: f64,
 }
 
 /// A batch of sequences as tensors on the learner's device.
@@ -245,12 +264,22 @@ impl Learner {
                 )));
             }
         }
+        let mut clock = std::time::Instant::now();
+        let mut lap = || {
+            let now = std::time::Instant::now();
+            let seconds = now.duration_since(clock).as_secs_f64();
+            clock = now;
+            seconds
+        };
+        let mut phases = UpdatePhases::default();
         let batch = sequence_tensors(sequences, k, self.config.n_step, device)?;
+        phases.batch_s = lap();
         if weights.len() != sequences.len() {
             return Err(LearnerError::InvalidArgument(format!("{} weights for {} sequences", weights.len(), sequences.len())));
         }
         let (b, t) = batch.actions.size2()?;
         let features = front.features(&batch.frames);
+        phases.features_s = lap();
         let centres = batch.centres.flatten(0, 1).index_select(0, &batch.valid_index);
         // Embeddings of the valid steps, scattered into B x T with zeros at padding positions.
         let scatter = |embedded: Tensor| {
@@ -259,6 +288,7 @@ impl Learner {
         let online_embeddings = scatter(self.online.embed(&centres, &features, true));
         let state = LstmState { h: batch.state.h.shallow_clone(), c: batch.state.c.shallow_clone() };
         let (q_online, _) = self.online.unroll_embeddings(&online_embeddings, state, None, Some(&batch.stops));
+        phases.online_s = lap();
         let q_target = tch::no_grad(|| {
             let target_embeddings = scatter(self.target.embed(&centres, &features, false));
             self.target.unroll_embeddings(&target_embeddings, batch.state, None, None).0
@@ -268,6 +298,7 @@ impl Learner {
         let action_values = select_action_values(&q_online, &batch.actions)?;
         let weights = Tensor::from_slice(weights).to_device(device);
         let loss = td_loss(&action_values, &targets.targets, &valid, Some(&weights))?;
+        phases.target_s = lap();
         self.optimizer.zero_grad();
         loss.loss.backward();
         let trainable: Vec<Tensor> = self.online_vs.trainable_variables();
@@ -278,13 +309,10 @@ impl Learner {
         self.config.target_update.apply(&mut self.target_vs, &self.online_vs, self.updates)?;
         let trained = valid.sum(Kind::Float).double_value(&[]);
         let mean_q = (action_values.detach() * &valid).sum(Kind::Float).double_value(&[]) / trained.max(1.0);
-        Ok(UpdateStats {
-            loss: loss.loss.double_value(&[]),
-            grad_norm,
-            mean_q,
-            priorities: sequence_priorities(&loss.td_errors, &valid, self.config.priority_eta)?,
-            trained_positions: trained as usize,
-        })
+        let loss_value = loss.loss.double_value(&[]);
+        let priorities = sequence_priorities(&loss.td_errors, &valid, self.config.priority_eta)?;
+        phases.backward_s = lap();
+        Ok(UpdateStats { loss: loss_value, grad_norm, mean_q, priorities, trained_positions: trained as usize, phases })
     }
 
     /// The online parameters as named CPU tensors (what the actors load).

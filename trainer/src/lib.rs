@@ -69,6 +69,6 @@ pub mod transport;
 pub use actor::{evaluate, front_end_shape, EpisodeRecord, VecActor};
 pub use config::{TrainConfig, TrainMode};
 pub use env::{EnvStep, VecEnv};
-pub use run::{EnvFactory, EnvRole, EvalRecord, FinalScores, MetricsRow, Trainer, TrainerSettings};
+pub use run::{EnvFactory, EnvRole, EvalRecord, FinalScores, MetricsRow, Timing, Trainer, TrainerSettings};
 pub use distributed::{run_actor, ActorSummary, DistributedLearner};
 pub use transport::{KeypointSource, LocalKeypoints, LocalParameters, LocalReplay, ParameterSink, ParameterSource, Parameters, ProgressReply, ProgressReporter, ReplayClient, ReplayWriter};

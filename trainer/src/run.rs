@@ -8,20 +8,20 @@ use std::{
 
 use actor::SequenceWriterConfig;
 use agent::AgentConfig;
-use learner::{Learner, LearnerConfig};
+use learner::{Learner, LearnerConfig, UpdatePhases};
 use permakey::model::KeypointModel;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use replay::{ReplayConfig, SamplingMode, SequenceReplay};
 use serde::{Deserialize, Serialize};
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::{
     actor::{evaluate, front_end_shape, EpisodeRecord, VecActor},
     config::{TrainConfig, TrainMode},
     env::VecEnv,
     plot,
-    transport::{LocalKeypoints, LocalParameters, LocalReplay, ParameterSink, Parameters, ReplayClient, ReplayWriter},
+    transport::{KeypointSource, LocalKeypoints, LocalParameters, LocalReplay, ParameterSink, Parameters, ReplayClient, ReplayWriter},
 };
 
 /// Which environments a factory is asked for.
@@ -160,6 +160,53 @@ pub struct FinalScores {
     /// the RL budget); `None` when the caller did not say (a given checkpoint).
     pub keypoint_pretrain_frames: Option<u64>,
     pub wall_seconds: f64,
+    /// Where this process's time went (issue 11's profile); absent in files of older versions.
+    #[serde(default)]
+    pub timing: Timing,
+    /// The learner's device ("Cpu", "Cuda(0)"); empty in files of older versions.
+    #[serde(default)]
+    pub device: String,
+}
+
+/// Wall seconds per phase of a run, summed over the process that wrote them (a resumed run counts
+/// from its restart). In threads mode acting and learning overlap, so the phases can sum to more
+/// than `rl_s`; `actor_waiting_s` and `learner_idle_s` say which side waited for the other.
+/// On CUDA the per-call figures include the device work only where a result is read back
+/// (the front end's keypoints and the learner's loss are), so they are close, not exact.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Collecting the random-policy frames of keypoint pre-training (0 when a checkpoint was given).
+    pub pretrain_collect_s: f64,
+    /// Pre-training the keypoint model (0 when a checkpoint was given).
+    pub pretrain_train_s: f64,
+    /// The RL loop up to the final evaluation, periodic evaluations and checkpoints included.
+    pub rl_s: f64,
+    /// Actor vector steps: front end, agent forward, emulators, sequence writer.
+    pub acting_s: f64,
+    /// Of `acting_s`: the keypoint front end's forward on the step's frames.
+    pub acting_keypoints_s: f64,
+    /// The actor waiting for the learner (threads mode: `train.max_update_lag`).
+    pub actor_waiting_s: f64,
+    /// Learner updates: sampling, features, online and target unrolls, backward, Adam, publishing.
+    pub learning_s: f64,
+    /// Of `learning_s` ([`learner::UpdatePhases`]): stacking the batch into tensors,
+    pub learning_batch_s: f64,
+    /// the front end's features of the sampled frames,
+    pub learning_features_s: f64,
+    /// the online network's forward,
+    pub learning_online_s: f64,
+    /// the target network's forward, targets and loss,
+    pub learning_target_s: f64,
+    /// backward, clipping, Adam and the target update.
+    pub learning_backward_s: f64,
+    /// The learner waiting for the actor's next step (threads mode).
+    pub learner_idle_s: f64,
+    /// Periodic greedy evaluations.
+    pub evaluation_s: f64,
+    /// Checkpoints (replay snapshot included).
+    pub checkpoint_s: f64,
+    /// The final evaluation over `train.final_eval_seeds`.
+    pub final_evaluation_s: f64,
 }
 
 /// What the threaded actor reports after each vector step.
@@ -272,6 +319,33 @@ pub struct Trainer {
     learner_front: Option<Box<dyn KeypointModel>>,
     /// Agent steps at the last checkpoint.
     checkpointed_at: Option<u64>,
+    /// Seconds per phase (the caller fills in the pre-training ones); in `final_scores.json`.
+    pub timing: Timing,
+}
+
+impl Timing {
+    fn add_update(&mut self, phases: &UpdatePhases) {
+        self.learning_batch_s += phases.batch_s;
+        self.learning_features_s += phases.features_s;
+        self.learning_online_s += phases.online_s;
+        self.learning_target_s += phases.target_s;
+        self.learning_backward_s += phases.backward_s;
+    }
+}
+
+/// A [`KeypointSource`] that adds the seconds spent in `inner` to `seconds`.
+struct TimedKeypoints<'a, S> {
+    inner: S,
+    seconds: &'a mut f64,
+}
+
+impl<S: KeypointSource> KeypointSource for TimedKeypoints<'_, S> {
+    fn infer(&mut self, frames: &[u8], n: usize, shape: [usize; 3], device: Device) -> anyhow::Result<(Tensor, Tensor)> {
+        let started = Instant::now();
+        let out = self.inner.infer(frames, n, shape, device);
+        *self.seconds += started.elapsed().as_secs_f64();
+        out
+    }
 }
 
 /// Sums over the updates since the last metrics row.
@@ -352,6 +426,7 @@ impl Trainer {
             keypoint_pretrain_frames: None,
             learner_front: None,
             checkpointed_at: None,
+            timing: Timing::default(),
         };
         if let Some(loaded) = saved {
             let state = loaded.meta.config.clone();
@@ -408,12 +483,14 @@ impl Trainer {
         let budget = self.settings.train.agent_steps;
         let stop = self.stop_at.unwrap_or(budget).min(budget);
         self.window.since = Some((Instant::now(), self.actor.steps, self.learner.updates()));
+        let rl_started = Instant::now();
         while self.actor.steps < stop {
             match self.settings.train.mode {
                 TrainMode::Lockstep => self.iteration()?,
                 TrainMode::Threads => self.threaded_segment(stop)?,
             }
         }
+        self.timing.rl_s += rl_started.elapsed().as_secs_f64();
         if self.actor.steps < budget {
             if self.checkpointed_at != Some(self.actor.steps) {
                 self.checkpoint()?;
@@ -438,7 +515,10 @@ impl Trainer {
         }
         let before = self.actor.steps;
         let epsilon = t.epsilon(before);
-        let finished = self.actor.step(self.env.as_mut(), &mut LocalKeypoints(self.front.as_ref()), &mut self.replay, epsilon)?;
+        let acting = Instant::now();
+        let mut keypoints = TimedKeypoints { inner: LocalKeypoints(self.front.as_ref()), seconds: &mut self.timing.acting_keypoints_s };
+        let finished = self.actor.step(self.env.as_mut(), &mut keypoints, &mut self.replay, epsilon)?;
+        self.timing.acting_s += acting.elapsed().as_secs_f64();
         self.vector_steps += 1;
         self.episodes.extend(finished);
         let now = self.actor.steps;
@@ -455,7 +535,11 @@ impl Trainer {
 
     /// One learner update on a sampled batch (lockstep: the shared front end computes features).
     fn one_update(&mut self) -> anyhow::Result<()> {
-        update_once(&mut self.learner, &mut self.replay, self.front.as_ref(), &mut self.window, &self.settings)
+        let started = Instant::now();
+        let phases = update_once(&mut self.learner, &mut self.replay, self.front.as_ref(), &mut self.window, &self.settings)?;
+        self.timing.learning_s += started.elapsed().as_secs_f64();
+        self.timing.add_update(&phases);
+        Ok(())
     }
 
     /// Whether the vector step from `before` to `now` agent steps crossed an evaluation,
@@ -498,10 +582,13 @@ impl Trainer {
         let progress_ref = &progress;
         let t_actor = t.clone();
         let outcome = std::thread::scope(|scope| {
-            let acting = scope.spawn(move || -> anyhow::Result<(u64, f64)> {
+            let acting = scope.spawn(move || -> anyhow::Result<(u64, f64, ActorTimes)> {
                 let t = t_actor;
+                let mut times = ActorTimes::default();
                 loop {
+                    let waiting = Instant::now();
                     progress_ref.wait_for_learner(&t, actor.steps);
+                    times.waiting += waiting.elapsed().as_secs_f64();
                     if progress_ref.stopped() {
                         anyhow::bail!("the learner stopped");
                     }
@@ -511,13 +598,16 @@ impl Trainer {
                     let before = actor.steps;
                     let epsilon = t.epsilon(before);
                     let mut sequences = Vec::new();
-                    let finished = actor.step(env.as_mut(), &mut LocalKeypoints(front.as_ref()), &mut sequences, epsilon)?;
+                    let stepping = Instant::now();
+                    let mut keypoints = TimedKeypoints { inner: LocalKeypoints(front.as_ref()), seconds: &mut times.keypoints };
+                    let finished = actor.step(env.as_mut(), &mut keypoints, &mut sequences, epsilon)?;
+                    times.acting += stepping.elapsed().as_secs_f64();
                     *vector_steps += 1;
                     if tx.send(StepReport { steps: actor.steps, sequences, finished }).is_err() {
                         anyhow::bail!("the learner's end of the channel has gone");
                     }
                     if actor.steps >= stop || Self::crosses_event(&t, before, actor.steps) {
-                        return Ok((before, epsilon));
+                        return Ok((before, epsilon, times));
                     }
                 }
             });
@@ -530,6 +620,7 @@ impl Trainer {
                 params: &self.params,
                 settings: &self.settings,
                 steps_seen: &mut steps_seen,
+                timing: &mut self.timing,
             };
             let learned = side.learn_from(&rx, &progress, &t);
             if learned.is_err() {
@@ -539,7 +630,10 @@ impl Trainer {
             let acted = acting.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the actor thread panicked")));
             learned.and(acted)
         });
-        let (before, epsilon) = outcome?;
+        let (before, epsilon, times) = outcome?;
+        self.timing.acting_s += times.acting;
+        self.timing.acting_keypoints_s += times.keypoints;
+        self.timing.actor_waiting_s += times.waiting;
         self.publish()?;
         let now = self.actor.steps;
         self.after_step(before, now, epsilon)
@@ -559,15 +653,25 @@ impl Trainer {
 
     fn periodic_evaluation(&mut self) -> anyhow::Result<()> {
         let index = self.evals.len() as u64;
+        let started = Instant::now();
         let record = periodic_evaluation(&self.learner, self.front.as_ref(), &mut self.envs, &self.settings.train, self.seed, index, self.actor.steps)?;
+        self.timing.evaluation_s += started.elapsed().as_secs_f64();
         self.evals.push(record);
         self.write_logs()
     }
 
     fn final_evaluation(&mut self) -> anyhow::Result<FinalScores> {
         self.log_row(self.settings.train.epsilon(self.actor.steps))?;
+        let started = Instant::now();
         let scores = final_evaluation(&self.learner, self.front.as_ref(), &mut self.envs, &self.settings.train, self.seed, self.actor.steps, self.episodes.len() as u64, &self.evals)?;
-        let scores = FinalScores { keypoint_pretrain_frames: self.keypoint_pretrain_frames, wall_seconds: self.started.elapsed().as_secs_f64(), ..scores };
+        self.timing.final_evaluation_s += started.elapsed().as_secs_f64();
+        let scores = FinalScores {
+            keypoint_pretrain_frames: self.keypoint_pretrain_frames,
+            wall_seconds: self.started.elapsed().as_secs_f64(),
+            timing: self.timing.clone(),
+            device: format!("{:?}", self.learner.online().0.device()),
+            ..scores
+        };
         write_atomic(&self.dir.join("final_scores.json"), serde_json::to_string_pretty(&scores)?.as_bytes())?;
         self.checkpoint()?;
         Ok(scores)
@@ -575,6 +679,13 @@ impl Trainer {
 
     /// Cuts every episode, saves learner, replay and counters, restarts the environments.
     fn checkpoint(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let saved = self.save_checkpoint();
+        self.timing.checkpoint_s += started.elapsed().as_secs_f64();
+        saved
+    }
+
+    fn save_checkpoint(&mut self) -> anyhow::Result<()> {
         self.actor.cut(&mut self.replay)?;
         self.log_row(self.settings.train.epsilon(self.actor.steps))?;
         let (named, updates, optimizer_step) = self.learner.state();
@@ -745,6 +856,8 @@ pub(crate) fn final_evaluation(
         best_periodic_eval_mean: evals.iter().map(|e| e.mean).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
         keypoint_pretrain_frames: None,
         wall_seconds: 0.0,
+        timing: Timing::default(),
+        device: format!("{:?}", learner.online().0.device()),
     })
 }
 
@@ -755,14 +868,14 @@ pub(crate) fn crossed(every: u64, before: u64, now: u64) -> bool {
 
 /// One learner update on a batch sampled from `replay`, features from `front`; accumulates the
 /// metrics window.
-fn update_once(learner: &mut Learner, replay: &mut LocalReplay, front: &dyn KeypointModel, window: &mut Window, settings: &TrainerSettings) -> anyhow::Result<()> {
+fn update_once(learner: &mut Learner, replay: &mut LocalReplay, front: &dyn KeypointModel, window: &mut Window, settings: &TrainerSettings) -> anyhow::Result<UpdatePhases> {
     let batch = replay.sample(settings.learner.batch_size)?;
     learn_on(learner, front, &batch, replay, window, settings)
 }
 
 /// One learner update on `batch`, new priorities to `replay` when sampling is prioritised;
-/// accumulates the metrics window.
-pub(crate) fn learn_on(learner: &mut Learner, front: &dyn KeypointModel, batch: &replay::SampledBatch, replay: &mut dyn ReplayClient, window: &mut Window, settings: &TrainerSettings) -> anyhow::Result<()> {
+/// accumulates the metrics window; returns the update's phase times.
+pub(crate) fn learn_on(learner: &mut Learner, front: &dyn KeypointModel, batch: &replay::SampledBatch, replay: &mut dyn ReplayClient, window: &mut Window, settings: &TrainerSettings) -> anyhow::Result<UpdatePhases> {
     let started = Instant::now();
     let stats = learner.update(front, &batch.items, &batch.weights)?;
     {
@@ -777,7 +890,7 @@ pub(crate) fn learn_on(learner: &mut Learner, front: &dyn KeypointModel, batch: 
         replay.update_priorities(&batch.keys, &stats.priorities)?;
     }
     window.add(&stats);
-    Ok(())
+    Ok(stats.phases)
 }
 
 /// The learner thread's share of the trainer in threads mode (disjoint from the actor's).
@@ -790,6 +903,15 @@ struct LearnerSide<'a> {
     params: &'a LocalParameters,
     settings: &'a TrainerSettings,
     steps_seen: &'a mut u64,
+    timing: &'a mut Timing,
+}
+
+/// The actor thread's seconds in one threads-mode segment.
+#[derive(Default)]
+struct ActorTimes {
+    acting: f64,
+    keypoints: f64,
+    waiting: f64,
 }
 
 impl LearnerSide<'_> {
@@ -806,15 +928,21 @@ impl LearnerSide<'_> {
                 }
             }
             if self.learner.updates() < t.updates_due(*self.steps_seen) && !self.replay.is_empty() {
-                update_once(self.learner, self.replay, self.front, self.window, self.settings)?;
+                let started = Instant::now();
+                let phases = update_once(self.learner, self.replay, self.front, self.window, self.settings)?;
                 publish_to(self.params, self.learner)?;
+                self.timing.learning_s += started.elapsed().as_secs_f64();
+                self.timing.add_update(&phases);
                 progress.advance(self.learner.updates());
                 continue;
             }
             if !open {
                 return Ok(());
             }
-            match rx.recv() {
+            let idle = Instant::now();
+            let received = rx.recv();
+            self.timing.learner_idle_s += idle.elapsed().as_secs_f64();
+            match received {
                 Ok(report) => self.store(report, progress)?,
                 Err(_) => open = false,
             }
