@@ -119,7 +119,7 @@ impl KeypointModel for PermaKey {
     fn features(&self, frames: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let layer = *self.config.lsp_layers.last().expect("validated non-empty");
-            self.vae.encoder.forward_t(frames, false).features[layer].shallow_clone()
+            self.vae.encoder.features_through(frames, layer, false)
         })
     }
 
@@ -167,6 +167,22 @@ mod tests {
         assert_eq!(out.features.size(), [2, 64, 42, 42]);
         let head = PermaKey::new(&(vs.root() / "head"), &PermaKeyConfig::reference_head()).unwrap();
         assert_eq!(head.keypoints(&Tensor::rand([1, 3, 84, 84], (Kind::Float, Device::Cpu))).heatmaps.size(), [1, 7, 21, 21]);
+    }
+
+    #[test]
+    fn features_are_the_keypoint_passes_features_without_the_upper_layers() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        // Patch sizes divide the layers' sides: 84 and 42 by 2, 21 by 3.
+        for (lsp_layers, patch_sizes) in [(vec![0, 1], vec![2, 2]), (vec![0, 2], vec![2, 3]), (vec![3], vec![3])] {
+            let config = PermaKeyConfig { lsp_layers, patch_sizes, ..small() };
+            let model = PermaKey::new(&(vs.root() / format!("m{:?}", config.lsp_layers)), &config).unwrap();
+            let frames = Tensor::rand([3, 3, 84, 84], (Kind::Float, Device::Cpu));
+            let full = model.keypoints(&frames).features;
+            let cheap = model.features(&frames);
+            assert_eq!(cheap.size(), full.size(), "{:?}", config.lsp_layers);
+            assert!(cheap.equal(&full), "{:?}: features differ from the full pass", config.lsp_layers);
+        }
     }
 
     #[test]

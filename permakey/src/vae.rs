@@ -57,6 +57,18 @@ impl Encoder {
         let std = raw.narrow(1, self.latent_dim, self.latent_dim).softplus();
         Encoded { mu, std, features }
     }
+
+    /// The output of conv layer `layer` (0 = h1 ... 3 = h4) alone: the same tensor as
+    /// `forward_t(x, train).features[layer]`, without running the layers above it or the latent
+    /// head (what the agent's feature maps need: the learner recomputes them for every sampled
+    /// frame, so the skipped layers were most of an update's front-end cost).
+    pub fn features_through(&self, x: &Tensor, layer: usize, train: bool) -> Tensor {
+        let mut h = x.shallow_clone();
+        for conv in &self.convs[..=layer.min(self.convs.len() - 1)] {
+            h = conv.forward_t(&h, train);
+        }
+        h
+    }
 }
 
 #[derive(Debug)]
