@@ -69,7 +69,7 @@ use tch::Device;
 use crate::{
     actor::{front_end_shape, EpisodeRecord, VecActor},
     env::VecEnv,
-    run::{crossed, derive_seed, final_evaluation, learn_on, periodic_evaluation, publish_to, write_atomic, write_run_logs, EnvFactory, EvalRecord, FinalScores, MetricsRow, TrainerSettings, Window},
+    run::{crossed, derive_seed, final_evaluation, learn_on, periodic_eval_due, periodic_evaluation, publish_to, write_atomic, write_run_logs, EnvFactory, EvalRecord, FinalScores, MetricsRow, TrainerSettings, Window},
     transport::{KeypointSource, ParameterSink, ParameterSource, ProgressReporter, ReplayClient, ReplayWriter},
 };
 
@@ -426,7 +426,7 @@ impl DistributedLearner {
         let t = self.settings.train.clone();
         self.steps_seen = now;
         let passed = |every| crossed(every, before, now);
-        if passed(t.eval_every) && now >= t.learning_starts {
+        if periodic_eval_due(&t, before, now) {
             let index = self.evals.len() as u64;
             let record = periodic_evaluation(&self.learner, self.front.as_ref(), &mut self.envs, &t, self.seed, index, now)?;
             self.evals.push(record);

@@ -45,7 +45,9 @@
 //!   truncated episode per environment and checkpoint (4 per 25k steps with the defaults).
 //! - **Evaluation** (spec 8): every `eval_every` agent steps after `learning_starts`, greedy
 //!   (epsilon 0) whole games on separate environments seeded per evaluation, LSTM reset per game,
-//!   raw scores; the final evaluation plays `final_eval_episodes` games after the budget.
+//!   raw scores; the final evaluation plays `final_eval_episodes` games after the budget. A
+//!   periodic evaluation that would fall on the budget itself is skipped: the final one plays the
+//!   same network right after (decision of issue 11's profile; saves one of the protocol's ten).
 //! - **Parameter sync.** The actor holds its own copy of the online network and refreshes it
 //!   every `parameter_sync_every` vector steps (default 1: it acts with the newest parameters,
 //!   as the single-process reference does); at checkpoints it always refreshes.

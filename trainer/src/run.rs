@@ -546,14 +546,14 @@ impl Trainer {
     /// checkpoint or logging point.
     fn crosses_event(t: &TrainConfig, before: u64, now: u64) -> bool {
         let passed = |every| crossed(every, before, now);
-        (passed(t.eval_every) && now >= t.learning_starts) || passed(t.checkpoint_every) || passed(1000)
+        periodic_eval_due(t, before, now) || passed(t.checkpoint_every) || passed(1000)
     }
 
     /// Evaluation, checkpoint and metrics row due after the vector step from `before` to `now`.
     fn after_step(&mut self, before: u64, now: u64, epsilon: f64) -> anyhow::Result<()> {
         let t = self.settings.train.clone();
         let passed = |every| crossed(every, before, now);
-        if passed(t.eval_every) && now >= t.learning_starts {
+        if periodic_eval_due(&t, before, now) {
             self.periodic_evaluation()?;
         }
         if passed(t.checkpoint_every) && now < t.agent_steps {
@@ -861,6 +861,14 @@ pub(crate) fn final_evaluation(
     })
 }
 
+/// Whether a periodic evaluation is due after the step from `before` to `now`: it passed a
+/// multiple of `eval_every` after `learning_starts`, before the budget. At the budget the final
+/// evaluation follows and plays the same network on more games, so a periodic one there would
+/// only repeat it (one of the ten of the Atari-100k protocol).
+pub(crate) fn periodic_eval_due(t: &TrainConfig, before: u64, now: u64) -> bool {
+    crossed(t.eval_every, before, now) && now >= t.learning_starts && now < t.agent_steps
+}
+
 /// Whether a step from `before` to `now` agent steps passed a multiple of `every` (0: never).
 pub(crate) fn crossed(every: u64, before: u64, now: u64) -> bool {
     every > 0 && before / every != now / every
@@ -979,6 +987,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periodic_evaluations_fall_on_multiples_after_learning_starts_and_before_the_budget() {
+        let t = TrainConfig { eval_every: 2000, learning_starts: 1000, agent_steps: 6000, ..TrainConfig::default() };
+        // Vector steps of 8 from 0 to the budget: evaluations at 2000 and 4000, not at 6000.
+        let due: Vec<u64> = (0..750u64).map(|i| (8 * i, 8 * i + 8)).filter(|&(b, n)| periodic_eval_due(&t, b, n)).map(|(_, n)| n).collect();
+        assert_eq!(due, vec![2000, 4000]);
+        // Before learning_starts: not due even on a multiple.
+        let late = TrainConfig { learning_starts: 2500, ..t.clone() };
+        assert!(!periodic_eval_due(&late, 1992, 2000) && periodic_eval_due(&late, 3992, 4000));
+        // A step that jumps past a multiple counts once, 0 disables.
+        assert!(periodic_eval_due(&t, 1990, 2010) && !periodic_eval_due(&t, 2010, 2030));
+        assert!(!periodic_eval_due(&TrainConfig { eval_every: 0, ..t.clone() }, 1992, 2000));
+    }
 
     #[test]
     fn metrics_rows_with_nothing_measured_round_trip_through_json() {
