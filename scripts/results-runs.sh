@@ -4,6 +4,9 @@
 #   scripts/results-runs.sh                                   # every cell, CPU budget, seed 0
 #   SEEDS="0 1 2" CONFIG=config/example.toml DEVICE=cuda scripts/results-runs.sh   # Atari-100k on a GPU
 #   EXPERIMENTS=main GAMES=MsPacman VARIANTS=pkey-cnn scripts/results-runs.sh      # one cell
+#   # the single-seed Atari-100k timing of issue 11 on a GPU machine with the CUDA build:
+#   BIN=target/cuda/release/permakey-rl RUNNER=scripts/run-cuda.sh CONFIG=config/example.toml DEVICE=cuda \
+#     EXPERIMENTS=main GAMES=MsPacman VARIANTS=pkey-cnn scripts/results-runs.sh
 #
 # Experiments (the poster's three tables):
 #   main      GAMES x VARIANTS (pkey-cnn, pkey-gnn, transporter-cnn), K per game as the reference
@@ -31,6 +34,8 @@ EVAL_FRAMES=${EVAL_FRAMES:-256}
 FORCE=${FORCE:-0}
 REPORT=${REPORT:-RESULTS.md}
 BIN=${BIN:-target/release/permakey-rl}
+# A command the binary runs under (e.g. scripts/run-cuda.sh, which points the loader at torch).
+RUNNER=${RUNNER:-}
 [ -x "$BIN" ] || cargo build --release -p permakey-rl
 log() { echo "[results-runs] $(date +%H:%M:%S) $*" >&2; }
 
@@ -58,13 +63,13 @@ run_cell() {
     --set "run.seed=$seed" --set "run.out_dir=$WORK" --set "run.name=$name")
   log "run $experiment/$cell seed $seed"
   local start=$SECONDS
-  "$BIN" "${args[@]}" run > "$WORK.$name.log" 2>&1 || { log "FAILED $experiment/$cell seed $seed: see $WORK.$name.log"; tail -5 "$WORK.$name.log" >&2; return 1; }
+  $RUNNER "$BIN" "${args[@]}" run > "$WORK.$name.log" 2>&1 || { log "FAILED $experiment/$cell seed $seed: see $WORK.$name.log"; tail -5 "$WORK.$name.log" >&2; return 1; }
   local run_s=$((SECONDS - start))
   local dir="$WORK/$name"
   mkdir -p "$dest"
   # The keypoint metric of the checkpoint the agent used, on the observations it trained on.
   start=$SECONDS
-  "$BIN" --device "$DEVICE" --config "$dir/config.toml" eval-keypoints --checkpoint "$dir/$model/checkpoints" \
+  $RUNNER "$BIN" --device "$DEVICE" --config "$dir/config.toml" eval-keypoints --checkpoint "$dir/$model/checkpoints" \
     --game "$game" --noise "$noise" --frames "$EVAL_FRAMES" --out "$dir/keypoint-eval" > /dev/null
   local eval_s=$((SECONDS - start))
   cp "$dir/keypoint-eval/"*.json "$dest/keypoints-$noise.json"
