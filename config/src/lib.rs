@@ -648,6 +648,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_profiles_load_and_use_the_narrow_permakey() {
+        for name in ["quick.toml", "keypoints-cpu.toml", "results-cpu.toml", "cluster-toy.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+            let config = Config::load(Some(&path), no_env(), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name != "cluster-toy.toml" {
+                // PermaKeyConfig::narrow() (the benches' "quick" model) is these files' model.
+                assert_eq!(config.permakey, permakey::PermaKeyConfig::narrow(), "{name}");
+            }
+        }
+    }
+
+    #[test]
     fn security_is_off_by_default_and_reads_its_files() {
         let config = Config::load(None, no_env(), &[]).unwrap();
         let server = config.security.server(None).unwrap();

@@ -61,13 +61,7 @@ fn model(device: Device) -> Model {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     // config/quick.toml's layer widths (the model `make run` trains).
-    let config = PermaKeyConfig {
-        encoder_filters: [16, 32, 32, 32],
-        decoder_filters: [32, 16, 16, 16, 8],
-        lsp_hidden: [128, 64, 64],
-        pnet_filters: [16, 32, 32, 32],
-        ..PermaKeyConfig::default()
-    };
+    let config = PermaKeyConfig::narrow();
     let net = PermaKey::new(&vs.root(), &config).expect("valid config");
     Model { _vs: vs, net }
 }

@@ -19,13 +19,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 fn main() {
     tch::manual_seed(0);
     let rounds: usize = std::env::var("PERMAKEY_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
-    let quick = PermaKeyConfig {
-        encoder_filters: [16, 32, 32, 32],
-        decoder_filters: [32, 16, 16, 16, 8],
-        lsp_hidden: [128, 64, 64],
-        pnet_filters: [16, 32, 32, 32],
-        ..PermaKeyConfig::default()
-    };
+    let quick = PermaKeyConfig::narrow();
     let cases = [("quick (config/quick.toml)", quick, 96), ("reference (config/example.toml)", PermaKeyConfig::default(), 192)];
     let mut table = String::from(
         "| model widths | frames per update | whole encoder ms | encoder to the LSP layer ms | whole / to the layer |\n|---|---:|---:|---:|---:|\n",

@@ -89,6 +89,18 @@ impl PermaKeyConfig {
         Self { error_map: ErrorMapKind::Mse, pnet_conv2_stride: 2, gauss_std: 0.12, ..Self::default() }
     }
 
+    /// The narrow layer widths of `config/quick.toml` (the model `make run` trains on a CPU;
+    /// the benches' "quick" profile): everything else the reference's.
+    pub fn narrow() -> Self {
+        Self {
+            encoder_filters: [16, 32, 32, 32],
+            decoder_filters: [32, 16, 16, 16, 8],
+            lsp_hidden: [128, 64, 64],
+            pnet_filters: [16, 32, 32, 32],
+            ..Self::default()
+        }
+    }
+
     /// Spatial size of encoder layer `layer` (84, 84, 42, 21, 21 for layers h1..h4 at 84).
     pub fn encoder_size(&self, layer: usize) -> i64 {
         let half = |n: i64| (n + 1) / 2;

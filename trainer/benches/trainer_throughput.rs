@@ -37,13 +37,7 @@ struct Profile {
 }
 
 fn profiles() -> Vec<Profile> {
-    let narrow = PermaKeyConfig {
-        encoder_filters: [16, 32, 32, 32],
-        decoder_filters: [32, 16, 16, 16, 8],
-        lsp_hidden: [128, 64, 64],
-        pnet_filters: [16, 32, 32, 32],
-        ..PermaKeyConfig::default()
-    };
+    let narrow = PermaKeyConfig::narrow();
     vec![
         Profile { name: "quick", model: narrow, cnn_channels: 16 },
         Profile { name: "reference", model: PermaKeyConfig::default(), cnn_channels: 32 },
