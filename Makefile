@@ -18,7 +18,7 @@ help:
 	@echo "make cuda   - build the CUDA variant against the full PyTorch 2.11.0 (target/cuda)"
 	@echo "make eval-keypoints DIR=runs GAME=MsPacman - RAM-grounded keypoint metric for every checkpoint"
 	@echo "make keypoints-report - train PermaKey and the Transporter on 4 games, score them, regenerate KEYPOINTS.md"
-	@echo "make results - the paper's Atari runs (main table, noisy Atari, keypoint count), then RESULTS.md (scripts/results-runs.sh; CPU budget by default)"
+	@echo "make results - the paper's Atari runs (random policy, main table, noisy Atari, keypoint count), then RESULTS.md (scripts/results-runs.sh; CPU budget by default)"
 	@echo "make fuzz   - 1M executions of each fuzz target (scripts/fuzz.sh; RUNS=... to change)"
 
 setup:

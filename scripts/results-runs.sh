@@ -13,6 +13,8 @@
 #   noisy     Seaquest and MsPacman with "both" distractor bars, pkey-cnn and transporter-cnn
 #   keypoints MsPacman pkey-cnn with K = 5 and 10 (K = 7 is the main table's MsPacman pkey-cnn cell,
 #             the same configuration, so the report takes that row from there)
+#   random    the uniformly random policy on every game (and the noisy ones), whole games without
+#             life-loss ends, RANDOM_STEPS agent steps per cell: the floor each score is read against
 # Each run is one `permakey-rl run` (it collects random-policy frames, pre-trains its own keypoint
 # model with the run's seed, trains the agent and evaluates it), then `eval-keypoints` scores the
 # keypoint checkpoint it used. Scratch folders go to $WORK (default runs/results, not committed);
@@ -27,7 +29,8 @@ WORK=${WORK:-runs/results}
 CONFIG=${CONFIG:-config/results-cpu.toml}
 DEVICE=${DEVICE:-auto}
 SEEDS=${SEEDS:-0}
-EXPERIMENTS=${EXPERIMENTS:-"main noisy keypoints"}
+EXPERIMENTS=${EXPERIMENTS:-"random main noisy keypoints"}
+RANDOM_STEPS=${RANDOM_STEPS:-40000}
 GAMES=${GAMES:-"MsPacman Seaquest Frostbite BattleZone"}
 VARIANTS=${VARIANTS:-"pkey-cnn pkey-gnn transporter-cnn"}
 EVAL_FRAMES=${EVAL_FRAMES:-256}
@@ -97,6 +100,44 @@ EOF
   log "done $experiment/$cell seed $seed: score $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['score'])" "$dest/final_scores.json") in ${run_s} s"
 }
 
+# random_cell GAME NOISE SEED: `permakey-rl collect` (random actions) over RANDOM_STEPS agent steps
+random_cell() {
+  local game=$1 noise=$2 seed=$3
+  local cell="$game"
+  [ "$noise" = none ] || cell="$cell-noise-$noise"
+  local dest="$OUT/random/$cell/seed$seed"
+  if [ -f "$dest/summary.json" ] && [ "$FORCE" != 1 ]; then
+    log "skip random/$cell seed $seed (done)"
+    return
+  fi
+  local name="random-$cell-seed$seed"
+  rm -rf "${WORK:?}/$name"
+  local args=(--config "$CONFIG" --set "env.game=$game" --set "env.noise=$noise" --set env.terminal_on_life_loss=false
+    --set "collect.agent_steps=$RANDOM_STEPS" --set collect.record_steps=0 --set collect.keypoint_frames=0
+    --set "run.seed=$seed" --set "run.out_dir=$WORK" --set "run.name=$name")
+  local start=$SECONDS
+  $RUNNER "$BIN" "${args[@]}" collect > "$WORK.$name.log" 2>&1 || { log "FAILED random/$cell seed $seed: see $WORK.$name.log"; return 1; }
+  mkdir -p "$dest"
+  cp "$WORK/$name/summary.json" "$WORK/$name/config.toml" "$dest/"
+  cat > "$dest/run.json" <<EOF
+{
+  "experiment": "random",
+  "cell": "$cell",
+  "game": "$game",
+  "variant": "random",
+  "noise": "$noise",
+  "seed": $seed,
+  "profile": "$CONFIG",
+  "command": "$BIN ${args[*]} collect",
+  "run_wall_s": $((SECONDS - start)),
+  "host_cpus": $(nproc),
+  "commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+  "finished": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+}
+EOF
+  log "done random/$cell seed $seed"
+}
+
 mkdir -p "$OUT" "$WORK"
 for seed in $SEEDS; do
   for experiment in $EXPERIMENTS; do
@@ -111,7 +152,10 @@ for seed in $SEEDS; do
         done ;;
       keypoints)
         for k in 5 10; do run_cell keypoints MsPacman pkey-cnn none "$k" "$seed"; done ;;
-      *) echo "unknown experiment '$experiment' (expected main, noisy or keypoints)" >&2; exit 2 ;;
+      random)
+        for game in $GAMES; do random_cell "$game" none "$seed"; done
+        for game in Seaquest MsPacman; do random_cell "$game" both "$seed"; done ;;
+      *) echo "unknown experiment '$experiment' (expected random, main, noisy or keypoints)" >&2; exit 2 ;;
     esac
   done
 done

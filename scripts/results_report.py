@@ -82,6 +82,20 @@ def load_runs(root):
     return runs
 
 
+def load_random(root):
+    """Random-policy game returns per (game, noise): each seed's mean over its games."""
+    found = {}
+    for meta_path in sorted(root.glob("random/*/seed*/run.json")):
+        summary = meta_path.parent / "summary.json"
+        if not summary.is_file():
+            continue
+        meta = json.loads(meta_path.read_text())
+        value = json.loads(summary.read_text()).get("mean_game_return")
+        if value is not None:
+            found.setdefault((meta["game"], meta["noise"]), []).append(value)
+    return found
+
+
 def mean_std(values):
     if not values:
         return None
@@ -129,11 +143,17 @@ def k_cell(runs, k):
     return own or [r for r in cell(runs, "main", "MsPacman", "pkey-cnn") if r["meta"]["num_keypoints"] == k]
 
 
-def score_cell(rs):
-    if not rs:
+def score_list(values):
+    """mean (std) [runs]; a single run shows no std (it would be over one value)."""
+    if not values:
         return "—"
-    ms = mean_std([r["scores"]["score"] for r in rs])
-    return f"{fmt(ms)} [{len(rs)}]"
+    if len(values) == 1:
+        return f"{values[0]:.1f} [1]"
+    return f"{fmt(mean_std(values))} [{len(values)}]"
+
+
+def score_cell(rs):
+    return score_list([r["scores"]["score"] for r in rs])
 
 
 def flatten(table, prefix=""):
@@ -247,6 +267,8 @@ def main():
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "results/runs")
     repo = Path(__file__).resolve().parent.parent
     runs = load_runs(root)
+    random_policy = load_random(root)
+    rnd = lambda game, noise="none": score_list(random_policy.get((game, noise), []))
     plots = root.parent / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     reference = tomllib.loads((repo / "config" / "example.toml").read_text())
@@ -260,7 +282,9 @@ def main():
     w("device), the keypoint metric of the checkpoint the agent used (`keypoints-<noise>.json`) and `run.json`")
     w("(the exact command, host, commit, wall time). Scores are the final greedy evaluation of each run (the")
     w("median evaluation seed's mean return, spec 8); a cell shows mean (std) over its runs, with the number")
-    w("of runs in brackets. Paper figures are the poster's (mean (std) over the paper's seeds).")
+    w("of runs in brackets (a single run has no std). Paper figures are the poster's (mean (std) over the paper's seeds). \"Random\" is")
+    w("the uniformly random policy's mean whole-game return on the same environments (`random` experiment),")
+    w("the floor every score is read against.")
     w("")
     if not runs:
         w("No runs yet: run `make results`.")
@@ -285,10 +309,10 @@ def main():
     # Main table.
     w("## Atari-100k table (poster: \"Atari RL Quantitative Results\")")
     w("")
-    w("| game | PKey-CNN (ours) | PKey-CNN (paper) | PKey-GNN (ours) | PKey-GNN (paper) | Transporter-CNN (ours) | Transporter re-imp. (paper) |")
-    w("|---|---:|---:|---:|---:|---:|---:|")
+    w("| game | random | PKey-CNN (ours) | PKey-CNN (paper) | PKey-GNN (ours) | PKey-GNN (paper) | Transporter-CNN (ours) | Transporter re-imp. (paper) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
     for game in GAMES:
-        row = [game]
+        row = [game, rnd(game)]
         for variant in ["pkey-cnn", "pkey-gnn", "transporter-cnn"]:
             row.append(score_cell(cell(runs, "main", game, variant)))
             row.append(fmt(PAPER_MAIN[game][variant]))
@@ -300,12 +324,12 @@ def main():
     # Noisy Atari.
     w("## Noisy Atari (poster: \"More RL Results\", distractor bars)")
     w("")
-    w("| game | noise | Transporter-CNN (ours) | Transporter re-imp. (paper) | PKey-CNN (ours) | PKey-CNN (paper) |")
-    w("|---|---|---:|---:|---:|---:|")
+    w("| game | noise | random | Transporter-CNN (ours) | Transporter re-imp. (paper) | PKey-CNN (ours) | PKey-CNN (paper) |")
+    w("|---|---|---:|---:|---:|---:|---:|")
     for game in ["Seaquest", "MsPacman"]:
-        clean = [game, "none", score_cell(cell(runs, "main", game, "transporter-cnn")), fmt(PAPER_MAIN[game]["transporter-cnn"]),
+        clean = [game, "none", rnd(game), score_cell(cell(runs, "main", game, "transporter-cnn")), fmt(PAPER_MAIN[game]["transporter-cnn"]),
                  score_cell(cell(runs, "main", game, "pkey-cnn")), fmt(PAPER_MAIN[game]["pkey-cnn"])]
-        noisy = [game, "both bars", score_cell(cell(runs, "noisy", game, "transporter-cnn", "both")), fmt(PAPER_NOISY[game]["transporter-cnn"]),
+        noisy = [game, "both bars", rnd(game, "both"), score_cell(cell(runs, "noisy", game, "transporter-cnn", "both")), fmt(PAPER_NOISY[game]["transporter-cnn"]),
                  score_cell(cell(runs, "noisy", game, "pkey-cnn", "both")), fmt(PAPER_NOISY[game]["pkey-cnn"])]
         w("| " + " | ".join(clean) + " |")
         w("| " + " | ".join(noisy) + " |")
@@ -315,6 +339,8 @@ def main():
 
     # Keypoint-count ablation.
     w("## Number of keypoints, MsPacman (poster: keypoint ablation)")
+    w("")
+    w(f"Random policy on MsPacman: {rnd('MsPacman')}.")
     w("")
     w("| K | PKey-CNN (ours) | PKey-CNN (paper) | Transporter re-imp. (paper) |")
     w("|---:|---:|---:|---:|")

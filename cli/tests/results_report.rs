@@ -53,16 +53,23 @@ fn report_averages_seeds_next_to_the_paper_and_lists_deviations() {
     write_run(&root, "main", "MsPacman-pkey-cnn", "MsPacman", "pkey-cnn", 7, 0, 100.0, "Cpu", changed);
     write_run(&root, "main", "MsPacman-pkey-cnn", "MsPacman", "pkey-cnn", 7, 1, 200.0, "Cpu", changed);
     write_run(&root, "keypoints", "MsPacman-pkey-cnn-k5", "MsPacman", "pkey-cnn", 5, 0, 80.0, "Cpu", changed);
+    // The random policy on MsPacman, two seeds: 240 and 260 -> 250 (10).
+    for (seed, value) in [(0, 240.0), (1, 260.0)] {
+        let dir = root.join(format!("random/MsPacman/seed{seed}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("run.json"), format!(r#"{{"experiment": "random", "cell": "MsPacman", "game": "MsPacman", "noise": "none", "seed": {seed}}}"#)).unwrap();
+        fs::write(dir.join("summary.json"), format!(r#"{{"game": "ms_pacman", "mean_game_return": {value}}}"#)).unwrap();
+    }
     let out = Command::new("python3").arg(Path::new(REPO).join("scripts/results_report.py")).arg(&root).output().expect("python3 runs");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let line = |start: &str| report.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line starting {start:?} in\n{report}")).to_owned();
     // Main table: ours beside the poster's 1038.5 (417.1); empty cells are dashes.
     let mspacman = line("| MsPacman |");
-    assert!(mspacman.contains("| 150.0 (50.0) [2] | 1038.5 (417.1) |"), "{mspacman}");
-    assert!(line("| Seaquest |").starts_with("| Seaquest | — | 520.0 (159.9) |"), "{report}");
+    assert!(mspacman.starts_with("| MsPacman | 250.0 (10.0) [2] | 150.0 (50.0) [2] | 1038.5 (417.1) |"), "{mspacman}");
+    assert!(line("| Seaquest |").starts_with("| Seaquest | — | — | 520.0 (159.9) |"), "{report}");
     // The ablation: its own K = 5 run, and K = 7 from the main table.
-    assert!(line("| 5 |").contains("| 80.0 (0.0) [1] | 1004.3 (319.15) |"), "{report}");
+    assert!(line("| 5 |").contains("| 80.0 [1] | 1004.3 (319.15) |"), "{report}");
     assert!(line("| 7 |").contains("| 150.0 (50.0) [2] |"), "{report}");
     // Provenance, the profile, the deviations (read against config/example.toml, not typed in).
     assert!(report.contains("CPU (2 cores)"), "{report}");
