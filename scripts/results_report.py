@@ -306,6 +306,21 @@ def main():
         w("> the paper's column is there for the layout the GPU runs (`CONFIG=config/example.toml DEVICE=cuda`) will fill.")
         w("")
 
+    # Against the floor: which cells beat the random policy on their environments.
+    above, total = [], 0
+    for r_cells in {(r["meta"]["experiment"], r["meta"]["cell"]): None for r in runs}:
+        rs = [r for r in runs if (r["meta"]["experiment"], r["meta"]["cell"]) == r_cells]
+        floor = random_policy.get((rs[0]["meta"]["game"], rs[0]["meta"]["noise"]))
+        if not floor:
+            continue
+        total += 1
+        if mean_std([r["scores"]["score"] for r in rs])[0] > mean_std(floor)[0]:
+            above.append(f"{r_cells[0]}/{r_cells[1]}")
+    if total:
+        w(f"**Against the random policy:** {len(above)} of {total} run cells score above it on their environments"
+          + (f" ({', '.join(above)})." if above else "."))
+        w("")
+
     # Main table.
     w("## Atari-100k table (poster: \"Atari RL Quantitative Results\")")
     w("")

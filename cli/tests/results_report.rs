@@ -71,6 +71,8 @@ fn report_averages_seeds_next_to_the_paper_and_lists_deviations() {
     // The ablation: its own K = 5 run, and K = 7 from the main table.
     assert!(line("| 5 |").contains("| 80.0 [1] | 1004.3 (319.15) |"), "{report}");
     assert!(line("| 7 |").contains("| 150.0 (50.0) [2] |"), "{report}");
+    // MsPacman PKey-CNN (150) is below its random floor (250); the K = 5 cell (80) too.
+    assert!(report.contains("**Against the random policy:** 0 of 2 run cells score above it on their environments."), "{report}");
     // Provenance, the profile, the deviations (read against config/example.toml, not typed in).
     assert!(report.contains("CPU (2 cores)"), "{report}");
     assert!(report.contains("25x fewer agent steps than Atari-100k"), "{report}");
