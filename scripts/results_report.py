@@ -388,6 +388,8 @@ def main():
     w("Each run's own keypoint model, scored with the RAM-grounded metric of KEYPOINTS.md on the run's")
     w("observations (its noise setting), with the object-blind baselines on the same frames: precision and")
     w("recall within 8 px on the 84x84 frame, jitter in px between consecutive frames. Mean over the cell's runs.")
+    w("Pre-training is a function of its seed and config, so the PKey-CNN and PKey-GNN runs of a game and")
+    w("seed share one keypoint model (their rows agree): the two agents differ only in the encoder.")
     w("")
     rows = []
     seen = []
