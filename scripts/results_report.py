@@ -187,16 +187,18 @@ def deviations(runs, reference):
     return found
 
 
-def svg_curves(path, title, series, ylabel="greedy evaluation return"):
-    """A small line plot: series = [(label, [(x, y), ...])]; one colour per series."""
+def svg_curves(path, title, series, ylabel="greedy evaluation return", floor=None):
+    """A small line plot: series = [(label, [(x, y), ...])]; one colour per series; `floor`, if
+    given, a dashed grey line (the random policy's return)."""
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     w, h, left, right, top, bottom = 560, 300, 60, 150, 30, 40
     points = [p for _, pts in series for p in pts if not math.isnan(p[1])]
     if not points:
         return False
     xmax = max(x for x, _ in points) or 1
-    ymin = min(0.0, min(y for _, y in points))
-    ymax = max(y for _, y in points)
+    ys = [y for _, y in points] + ([floor] if floor is not None else [])
+    ymin = min(0.0, min(ys))
+    ymax = max(ys)
     if ymax <= ymin:
         ymax = ymin + 1
     sx = lambda x: left + (w - left - right) * x / xmax
@@ -213,6 +215,9 @@ def svg_curves(path, title, series, ylabel="greedy evaluation return"):
         xv = xmax * i / 4
         parts.append(f'<text x="{left - 4}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.0f}</text>')
         parts.append(f'<text x="{sx(xv):.1f}" y="{h - bottom + 14}" text-anchor="middle">{xv:.0f}</text>')
+    if floor is not None:
+        parts.append(f'<line x1="{left}" y1="{sy(floor):.1f}" x2="{w - right}" y2="{sy(floor):.1f}" stroke="#888" stroke-dasharray="4 3"/>')
+        parts.append(f'<text x="{w - right + 10}" y="{sy(floor) + 4:.1f}" fill="#666">random policy</text>')
     for i, (label, pts) in enumerate(series):
         colour = colours[i % len(colours)]
         pts = [(x, y) for x, y in pts if not math.isnan(y)]
@@ -371,13 +376,14 @@ def main():
     w("## Learning curves")
     w("")
     w("Greedy evaluation return (mean over a cell's runs) against agent steps: the periodic evaluations")
-    w("of `eval.csv` and the final score. Plots are in `results/plots/`.")
+    w("of `eval.csv` and the final score; the dashed line is the random policy. Plots are in `results/plots/`.")
     w("")
-    groups = [(f"main-{g}", f"{g}: main table", [(VARIANT_NAMES[v], cell(runs, "main", g, v)) for v in VARIANT_NAMES]) for g in GAMES]
-    groups += [(f"noisy-{g}", f"{g}: both distractor bars", [(VARIANT_NAMES[v], cell(runs, "noisy", g, v, "both")) for v in ["pkey-cnn", "transporter-cnn"]]) for g in ["Seaquest", "MsPacman"]]
-    groups.append(("keypoints-MsPacman", "MsPacman PKey-CNN: number of keypoints", [(f"K = {k}", k_cell(runs, k)) for k in [5, 7, 10]]))
-    for name, title, series in groups:
-        drawn = svg_curves(plots / f"{name}.svg", title, [(label, curve(rs)) for label, rs in series if rs])
+    floor_of = lambda game, noise="none": mean_std(random_policy[(game, noise)])[0] if random_policy.get((game, noise)) else None
+    groups = [(f"main-{g}", f"{g}: main table", [(VARIANT_NAMES[v], cell(runs, "main", g, v)) for v in VARIANT_NAMES], floor_of(g)) for g in GAMES]
+    groups += [(f"noisy-{g}", f"{g}: both distractor bars", [(VARIANT_NAMES[v], cell(runs, "noisy", g, v, "both")) for v in ["pkey-cnn", "transporter-cnn"]], floor_of(g, "both")) for g in ["Seaquest", "MsPacman"]]
+    groups.append(("keypoints-MsPacman", "MsPacman PKey-CNN: number of keypoints", [(f"K = {k}", k_cell(runs, k)) for k in [5, 7, 10]], floor_of("MsPacman")))
+    for name, title, series, floor in groups:
+        drawn = svg_curves(plots / f"{name}.svg", title, [(label, curve(rs)) for label, rs in series if rs], floor=floor)
         if drawn:
             w(f"![{title}](results/plots/{name}.svg)")
             w("")

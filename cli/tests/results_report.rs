@@ -85,6 +85,7 @@ fn report_averages_seeds_next_to_the_paper_and_lists_deviations() {
     assert!(line("| main/MsPacman-pkey-cnn |").contains("| 2 | 0.600 | 0.450 | 0.50 | 0.200 | 0.300 | 0.800 |"), "{report}");
     let plot = fs::read_to_string(dir.path().join("plots/main-MsPacman.svg")).unwrap();
     assert!(plot.starts_with("<svg") && plot.contains("PKey-CNN") && plot.contains("<polyline"), "{plot}");
+    assert!(plot.contains("stroke-dasharray") && plot.contains("random policy"), "the random floor is drawn: {plot}");
 }
 
 #[test]
