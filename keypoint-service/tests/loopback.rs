@@ -17,6 +17,7 @@ use bytes::Bytes;
 use keypoint_service::{DynamicBatcherConfig, KeypointServerConfig, RemoteKeypoints, ServeReport};
 use permakey::model::{KeypointModel, KeypointOutput, frames_to_tensor};
 use pkrl_proto::v1::{self, ErrorCode, keypoint_service_client::KeypointServiceClient};
+use pkrl_test_support::ServerThread;
 use tch::{Device, Kind, Tensor};
 
 const SIZE: i64 = 16;
@@ -56,50 +57,15 @@ impl KeypointModel for StandIn {
     }
 }
 
-struct Running {
-    address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<ServeReport>>>,
+/// The keypoint server (model version 7) on its own runtime thread; `stop` returns its report.
+type Running = ServerThread<ServeReport>;
+
+fn start(model: StandIn, config: KeypointServerConfig) -> Running {
+    start_on(model, config, std::net::TcpListener::bind("127.0.0.1:0").unwrap())
 }
 
-impl Running {
-    fn start(model: StandIn, config: KeypointServerConfig) -> Self {
-        Self::start_on(model, config, std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-    }
-
-    fn start_on(model: StandIn, config: KeypointServerConfig, std_listener: std::net::TcpListener) -> Self {
-        std_listener.set_nonblocking(true).unwrap();
-        let address = std_listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                keypoint_service::serve(Box::new(model), 7, config, Default::default(), listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-            })
-        });
-        Self { address, stop: Some(stop), thread: Some(thread) }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    fn stop(mut self) -> ServeReport {
-        let _ = self.stop.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+fn start_on(model: StandIn, config: KeypointServerConfig, listener: std::net::TcpListener) -> Running {
+    ServerThread::on(listener, move |listener, shutdown| keypoint_service::serve(Box::new(model), 7, config, Default::default(), listener, shutdown))
 }
 
 fn config(max_batch_size: usize, wait_us: u64, queue: usize) -> KeypointServerConfig {
@@ -118,7 +84,7 @@ fn frames(n: usize, seed: u64) -> Vec<u8> {
 fn answers_equal_a_direct_forward_and_actors_share_batches() {
     let model = StandIn::default();
     model.delay_ms.store(5, Ordering::Relaxed);
-    let server = Running::start(model.clone(), config(64, 20_000, 1024));
+    let server = start(model.clone(), config(64, 20_000, 1024));
     let endpoint = server.endpoint();
     let actors: Vec<_> = (0..6u64)
         .map(|actor| {
@@ -183,7 +149,7 @@ fn request(id: u64, n: usize, side: u32, channels: u32) -> v1::InferRequest {
 
 #[test]
 fn bad_requests_get_one_line_errors_and_the_stream_goes_on() {
-    let server = Running::start(StandIn::default(), config(8, 1000, 64));
+    let server = start(StandIn::default(), config(8, 1000, 64));
     let mut no_frames = request(2, 1, 16, 3);
     no_frames.frames = None;
     let mut short_pixels = request(4, 2, 16, 3);
@@ -228,7 +194,7 @@ fn bad_requests_get_one_line_errors_and_the_stream_goes_on() {
 fn a_full_queue_pushes_back_and_late_frames_are_not_run() {
     let model = StandIn::default();
     model.delay_ms.store(200, Ordering::Relaxed);
-    let server = Running::start(model.clone(), config(2, 0, 4));
+    let server = start(model.clone(), config(2, 0, 4));
     // 1 running + 4 queued frames fit; the rest are refused at once.
     let responses = raw_stream(&server.endpoint(), (1..=5).map(|id| request(id, 2, 16, 3)).collect());
     let codes: Vec<Option<ErrorCode>> = responses.iter().map(|r| r.error.as_ref().map(|e| e.code())).collect();
@@ -283,12 +249,12 @@ fn clients_wait_for_the_server_and_follow_a_restart() {
         })
     };
     std::thread::sleep(Duration::from_millis(700));
-    let server = Running::start_on(StandIn::default(), config(8, 1000, 64), std::net::TcpListener::bind(address).unwrap());
+    let server = start_on(StandIn::default(), config(8, 1000, 64), std::net::TcpListener::bind(address).unwrap());
     let (mut client, waited) = client_thread.join().unwrap();
     assert!(waited >= Duration::from_millis(500), "the first call waited for the server ({waited:?})");
     // Restart on the same port: the client's next call reconnects.
     server.stop();
-    let server = Running::start_on(StandIn::default(), config(8, 1000, 64), std::net::TcpListener::bind(address).unwrap());
+    let server = start_on(StandIn::default(), config(8, 1000, 64), std::net::TcpListener::bind(address).unwrap());
     let out = client.infer(&frames(2, 2), 2, [16, 16, 3], false).unwrap();
     assert_eq!(out.centres.len(), 2 * 2 * 2);
     server.stop();
@@ -303,7 +269,7 @@ fn clients_wait_for_the_server_and_follow_a_restart() {
 fn shutdown_answers_what_it_took_and_health_is_served() {
     let model = StandIn::default();
     model.delay_ms.store(150, Ordering::Relaxed);
-    let server = Running::start(model, config(2, 0, 64));
+    let server = start(model, config(2, 0, 64));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let endpoint = server.endpoint();
     let status = runtime.block_on(async {

@@ -17,6 +17,7 @@ use pkrl_proto::{
     security::{ClientSecurity, ServerSecurity, Token},
     v1::{self, keypoint_service_client::KeypointServiceClient},
 };
+use pkrl_test_support::ServerThread;
 use tch::{Device, Kind, Tensor};
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -73,22 +74,12 @@ async fn infer(channel: Channel, security: &ClientSecurity) -> Result<v1::InferR
 #[test]
 fn infer_needs_the_token_and_health_does_not() {
     let model = Counting::default();
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std_listener.set_nonblocking(true).unwrap();
-    let endpoint = format!("http://{}", std_listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = model.clone();
-    let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            let security = ServerSecurity::default().with_token(token(TOKEN));
-            keypoint_service::serve(Box::new(served), 1, KeypointServerConfig::default(), security, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        })
+    let server = ServerThread::on_any_port(move |listener, shutdown| {
+        let security = ServerSecurity::default().with_token(token(TOKEN));
+        keypoint_service::serve(Box::new(served), 1, KeypointServerConfig::default(), security, listener, shutdown)
     });
+    let endpoint = server.endpoint();
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let channel = runtime.block_on(async {
@@ -124,7 +115,6 @@ fn infer_needs_the_token_and_health_does_not() {
     assert!(started.elapsed() < Duration::from_secs(5), "UNAUTHENTICATED is not retried: {:?}", started.elapsed());
 
     drop((client, anonymous, runtime)); // idle connections would hold up the graceful drain
-    let _ = stop.send(());
-    let report = thread.join().unwrap().unwrap();
+    let report = server.stop();
     assert_eq!(report.stats.completed_requests, 2, "the two authorised frames, nothing else");
 }

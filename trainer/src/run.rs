@@ -187,7 +187,8 @@ pub struct Timing {
     pub acting_keypoints_s: f64,
     /// The actor waiting for the learner (threads mode: `train.max_update_lag`).
     pub actor_waiting_s: f64,
-    /// Learner updates: sampling, features, online and target unrolls, backward, Adam, publishing.
+    /// Learner updates: sampling, features, online and target unrolls, backward, Adam, and publishing
+    /// the parameters (after each update in the threads mode, after each step's updates in lockstep).
     pub learning_s: f64,
     /// Of `learning_s` ([`learner::UpdatePhases`]): stacking the batch into tensors,
     pub learning_batch_s: f64,
@@ -528,7 +529,10 @@ impl Trainer {
             updated = true;
         }
         if updated {
+            // Publishing is part of learning in both modes (the threads mode times it per update).
+            let started = Instant::now();
             self.publish()?;
+            self.timing.learning_s += started.elapsed().as_secs_f64();
         }
         self.after_step(before, now, epsilon)
     }

@@ -14,7 +14,6 @@ use pkrl_proto::{
     security::{ClientSecurity, ServerSecurity, Token},
     v1::{self, learner_service_client::LearnerServiceClient},
 };
-use support::Running;
 use tokio_stream::StreamExt;
 use tonic::{Code, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -51,7 +50,7 @@ fn every_learner_rpc_needs_the_token_and_health_does_not() {
     let board = Arc::new(ParameterBoard::default());
     board.publish_arrays(2, &arrays(2.0)).unwrap();
     let progress = Arc::new(ProgressBoard::new(10_000, Arc::new(|steps: u64| steps / 4), ProgressState::default(), 0));
-    let server = Running::start(board, Some(progress.clone()), ServerSecurity::default().with_token(token(TOKEN)), "127.0.0.1:0");
+    let server = support::start(board, Some(progress.clone()), ServerSecurity::default().with_token(token(TOKEN)), "127.0.0.1:0");
     let endpoint = format!("http://{}", server.address);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let channel = runtime.block_on(Channel::from_shared(endpoint.clone()).unwrap().connect()).unwrap();

@@ -8,7 +8,6 @@ use std::{path::Path, time::Duration};
 use pkrl_proto::v1::{self, replay_service_client::ReplayServiceClient};
 use replay::{RateLimiterConfig, ReplayConfig, ReplayServerConfig, testing::SequenceBuilder};
 use replay_service::{RemoteReplay, StartedFrom};
-use support::Running;
 use tonic::Code;
 
 fn config(snapshot: Option<&Path>, min_size_to_sample: u64) -> ReplayServerConfig {
@@ -28,7 +27,7 @@ fn sequence(tag: u8) -> replay::Sequence {
 
 #[test]
 fn insert_sample_update_and_stats_over_grpc() {
-    let server = Running::start(6, config(None, 3), Default::default());
+    let server = support::start(6, config(None, 3), Default::default());
     let client = RemoteReplay::connect(&server.endpoint(), Duration::from_secs(5)).unwrap();
     // Before 3 inserts the limiter refuses to sample: the learner's call gives up after its
     // retry budget with the limiter's reason.
@@ -63,7 +62,7 @@ fn insert_sample_update_and_stats_over_grpc() {
 
 #[test]
 fn bad_messages_get_one_line_invalid_argument_and_the_server_goes_on() {
-    let server = Running::start(6, config(None, 1), Default::default());
+    let server = support::start(6, config(None, 1), Default::default());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let endpoint = server.endpoint();
     runtime.block_on(async {
@@ -105,7 +104,7 @@ fn bad_messages_get_one_line_invalid_argument_and_the_server_goes_on() {
 fn the_final_snapshot_is_restored_with_the_rate_limiter_counts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replay.snapshot");
-    let server = Running::start(6, config(Some(&path), 2), Default::default());
+    let server = support::start(6, config(Some(&path), 2), Default::default());
     let client = RemoteReplay::connect(&server.endpoint(), Duration::from_secs(5)).unwrap();
     client.insert(&(0..5).map(sequence).collect::<Vec<_>>()).unwrap();
     client.sample(3).unwrap();
@@ -113,7 +112,7 @@ fn the_final_snapshot_is_restored_with_the_rate_limiter_counts() {
     assert_eq!(report.started_from, StartedFrom::Empty);
     assert_eq!(report.final_snapshot, Some(5));
 
-    let again = Running::start(6, config(Some(&path), 2), Default::default());
+    let again = support::start(6, config(Some(&path), 2), Default::default());
     let client = RemoteReplay::connect(&again.endpoint(), Duration::from_secs(5)).unwrap();
     let stats = client.stats().unwrap();
     assert_eq!((stats.size, stats.inserted_total, stats.sampled_total), (5, 5, 3));

@@ -31,7 +31,7 @@ fn running(security: ServerSecurity) -> Running {
         insert_timeout_ms: 200,
         ..ReplayServerConfig::default()
     };
-    Running::start(16, config, security)
+    support::start(16, config, security)
 }
 
 fn token(text: &str) -> Option<Token> {
