@@ -5,7 +5,6 @@
 //! reconnect to a restarted one, and shutdown answers what it has taken.
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
