@@ -268,6 +268,54 @@ def keypoint_row(rs):
     }
 
 
+def feature_cache_section(runs, w):
+    """Runs with the learner's feature cache (their timing counts cached frames) against runs of the
+    same cells without it: wall time and learner seconds per update, side by side."""
+    cached = lambda r: "learning_features_computed" in ((r["scores"].get("timing") or {}))
+    cells = {}
+    for r in runs:
+        if r["scores"].get("updates"):
+            cells.setdefault((r["meta"]["experiment"], r["meta"]["cell"]), ([], []))[1 if cached(r) else 0].append(r)
+    both = {k: v for k, v in cells.items() if v[0] and v[1]}
+    with_cache = [r for v in cells.values() for r in v[1]]
+    if not with_cache:
+        return
+    hits = sum(r["scores"]["timing"].get("learning_features_cached", 0) for r in with_cache)
+    computed = sum(r["scores"]["timing"].get("learning_features_computed", 0) for r in with_cache)
+    w("### The learner's feature cache")
+    w("")
+    w(f"{len(with_cache)} runs had the learner's feature cache (`learner.feature_cache_mib`): of their {hits + computed} sampled")
+    w(f"valid frames, {hits} ({100 * hits / max(1, hits + computed):.1f}%) took their front-end features from the cache and {computed} were computed.")
+    if not both:
+        w("")
+        return
+    def per(group, key):
+        total = sum((r["scores"].get("timing") or {}).get(key, 0.0) for r in group)
+        return total / max(1, sum(r["scores"]["updates"] for r in group))
+    def wall(group):
+        return sum(r["scores"].get("wall_seconds", 0.0) for r in group) / len(group)
+    before = [r for v in both.values() for r in v[0]]
+    after = [r for v in both.values() for r in v[1]]
+    w(f"The {len(both)} cells with runs both without it (earlier code) and with it, per update and per run:")
+    w("")
+    w("| | without the cache | with the cache | ratio |")
+    w("|---|---:|---:|---:|")
+    for label, f in [
+        ("runs", lambda g: len(g)),
+        ("features of the sampled frames, s per update", lambda g: per(g, "learning_features_s")),
+        ("whole learner update, s per update", lambda g: per(g, "learning_s")),
+        ("wall time of a run (pre-training excluded), s", wall),
+    ]:
+        a, b = f(before), f(after)
+        ratio = f"{a / b:.2f}x" if label != "runs" and b > 0 else ""
+        fmt = (lambda x: f"{x}") if label == "runs" else (lambda x: f"{x:.3f}" if x < 10 else f"{x:.0f}")
+        w(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |")
+    w("")
+    w("The two groups ran at different times on a shared machine (absolute seconds move with its load); the")
+    w("same cells, configs and budgets, and the ratio of the features phase, are what compare.")
+    w("")
+
+
 def main():
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "results/runs")
     repo = Path(__file__).resolve().parent.parent
@@ -452,6 +500,7 @@ def main():
         w(f"Source: {source(runs)}. Absolute seconds from a shared machine are indicative only; the shares are the")
         w("profile. The full single-seed Atari-100k timing (goal: under 10 minutes on one H100) needs a GPU run.")
         w("")
+        feature_cache_section(runs, w)
 
     # Deviations.
     w("## Deviations from the paper's protocol")

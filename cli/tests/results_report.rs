@@ -95,3 +95,30 @@ fn report_of_an_empty_folder_says_how_to_fill_it() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("No runs yet: run `make results`."));
 }
+
+#[test]
+fn report_compares_runs_with_the_feature_cache_against_the_same_cells_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("runs");
+    let config = "[train]\nagent_steps = 4000\n";
+    write_run(&root, "main", "Seaquest-pkey-cnn", "Seaquest", "pkey-cnn", 7, 0, 100.0, "Cpu", config);
+    write_run(&root, "main", "Seaquest-pkey-cnn", "Seaquest", "pkey-cnn", 7, 1, 120.0, "Cpu", config);
+    // Seed 0 ran before the cache (no counts), seed 1 with it: 900 of its 1000 frames cached.
+    let edit = |seed: u32, with: &str| {
+        let path = root.join(format!("main/Seaquest-pkey-cnn/seed{seed}/final_scores.json"));
+        let text = fs::read_to_string(&path).unwrap().replace(r#""learning_s": 60.0,"#, with);
+        fs::write(path, text).unwrap();
+    };
+    edit(0, r#""learning_s": 60.0, "learning_features_s": 35.0,"#);
+    edit(1, r#""learning_s": 30.0, "learning_features_s": 5.0, "learning_features_cached": 900, "learning_features_computed": 100,"#);
+    let out = Command::new("python3").arg(Path::new(REPO).join("scripts/results_report.py")).arg(&root).output().expect("python3 runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("1 runs had the learner's feature cache (`learner.feature_cache_mib`): of their 1000 sampled"), "{report}");
+    assert!(report.contains("valid frames, 900 (90.0%) took their front-end features from the cache and 100 were computed."), "{report}");
+    let line = |start: &str| report.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line starting {start:?} in\n{report}")).to_owned();
+    // 750 updates per run: 35 / 750 = 0.047 s against 5 / 750 = 0.007 s; 60 / 750 against 30 / 750.
+    assert_eq!(line("| features of the sampled frames"), "| features of the sampled frames, s per update | 0.047 | 0.007 | 7.00x |");
+    assert_eq!(line("| whole learner update"), "| whole learner update, s per update | 0.080 | 0.040 | 2.00x |");
+    assert_eq!(line("| runs |"), "| runs | 1 | 1 |  |");
+}

@@ -54,8 +54,13 @@
 //!   tch's `c / (N + 1e-6)`; the pre-clip norm is returned for logging; a non-finite norm is an
 //!   error and leaves gradients untouched.
 //! - **Priorities** are for an optional prioritised replay; the reference samples uniformly.
+//! - **Feature cache** ([`feature_cache`], not in the reference): the frozen front end's features
+//!   of a replayed frame are computed once and reused by later updates while they fit in
+//!   `learner.feature_cache_mib` (default 1024 MiB, 0 = off), instead of once per sampling. Same
+//!   values; in the CPU profile the recomputation was 35% of the runs' wall time.
 
 pub mod error;
+pub mod feature_cache;
 pub mod gradients;
 pub mod loss;
 pub mod schedules;
@@ -75,4 +80,5 @@ pub use targets::{
     DEFAULT_DISCOUNT, DEFAULT_N_STEP, NStepTargets, n_step_double_q_targets,
     n_step_double_q_targets_reference, select_action_values,
 };
-pub use update::{Learner, LearnerConfig, SequenceTensors, UpdatePhases, UpdateStats, load_named, named_cpu_copies, sequence_tensors};
+pub use feature_cache::{CachedFeatures, FeatureCache};
+pub use update::{DEFAULT_FEATURE_CACHE_MIB, Learner, LearnerConfig, SequenceTensors, UpdatePhases, UpdateStats, load_named, named_cpu_copies, sequence_tensors};

@@ -2,8 +2,10 @@
 //! sequences, the target network, the optimiser and the published parameters.
 //!
 //! Inputs of the agent per stored step: the frozen front end's features, recomputed from the
-//! stored frame ([`KeypointModel::features`], the cheap part of the model), and the keypoint
-//! centres the actor stored with the frame (the expensive part, LSP + PointNet, is never re-run).
+//! stored frame ([`KeypointModel::features`], the cheap part of the model) unless the learner's
+//! [`FeatureCache`] still holds them from an earlier update (`learner.feature_cache_mib`), and
+//! the keypoint centres the actor stored with the frame (the expensive part, LSP + PointNet, is
+//! never re-run).
 //!
 //! Masks of the loss, per sequence and position `t` (all multiplied):
 //! - the n-step target exists ([`crate::n_step_double_q_targets`]'s `valid_mask`; padding steps
@@ -37,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::{
+    feature_cache::FeatureCache,
     clip_gradients_by_global_norm, n_step_double_q_targets, select_action_values, sequence_priorities, td_loss,
     LearnerError, TargetUpdateRule, DEFAULT_DISCOUNT, DEFAULT_N_STEP, R2D2_PRIORITY_ETA,
 };
@@ -60,7 +63,15 @@ pub struct LearnerConfig {
     pub target_update: TargetUpdateRule,
     /// R2D2's eta mixing max and mean |TD| into a sequence priority (0.9).
     pub priority_eta: f64,
+    /// MiB of the learner's device memory for the front end's features of replayed frames
+    /// ([`FeatureCache`], 0 = off: recompute every sampled frame). Not in the reference, which
+    /// recomputes; the values are the same either way.
+    pub feature_cache_mib: usize,
 }
+
+/// Default of [`LearnerConfig::feature_cache_mib`]: every frame of the CPU profile's runs
+/// (~4000 frames of 226 KB), or ~2100 frames of the reference's 452 KB maps.
+pub const DEFAULT_FEATURE_CACHE_MIB: usize = 1024;
 
 impl Default for LearnerConfig {
     fn default() -> Self {
@@ -73,6 +84,7 @@ impl Default for LearnerConfig {
             max_grad_norm: crate::GRADIENT_CLIP_NORM,
             target_update: TargetUpdateRule::default(),
             priority_eta: R2D2_PRIORITY_ETA,
+            feature_cache_mib: DEFAULT_FEATURE_CACHE_MIB,
         }
     }
 }
@@ -94,6 +106,9 @@ impl LearnerConfig {
         }
         if !(self.max_grad_norm > 0.0 && self.max_grad_norm.is_finite()) {
             return bad(format!("learner.max_grad_norm must be positive, got {}", self.max_grad_norm));
+        }
+        if self.feature_cache_mib > 1 << 30 {
+            return bad(format!("learner.feature_cache_mib must be at most 2^30 (MiB), got {}", self.feature_cache_mib));
         }
         Ok(())
     }
@@ -117,13 +132,18 @@ pub struct UpdateStats {
 
 /// Wall seconds of one update's phases, measured on the host without device synchronisation:
 /// exact on the CPU; on CUDA a phase ends when its kernels are queued, and the queue drains in
-/// `backward_s`, whose loss read-back waits for it, so CUDA figures show the host side.
+/// `backward_s`, whose loss read-back waits for it, so CUDA figures show the host side. Also
+/// where the valid frames' features came from.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct UpdatePhases {
     /// Stacking the sequences into tensors and moving them to the device.
     pub batch_s: f64,
-    /// The frozen front end's features of the batch's valid frames.
+    /// The frozen front end's features of the batch's valid frames (cache look-ups included).
     pub features_s: f64,
+    /// Valid frames whose features came from the [`FeatureCache`],
+    pub features_cached: u64,
+    /// and those the front end computed in this update.
+    pub features_computed: u64,
     /// Online network: keypoint encoder and LSTM unroll, with autograd.
     pub online_s: f64,
     /// Target network: encoder and unroll without gradients; n-step double-Q targets; loss.
@@ -224,6 +244,7 @@ pub struct Learner {
     target: KeypointAgent,
     optimizer: Adam,
     updates: u64,
+    feature_cache: FeatureCache,
 }
 
 impl Learner {
@@ -240,7 +261,8 @@ impl Learner {
             &online_vs,
             AdamConfig { learning_rate: config.learning_rate, decay_rate: 0.0, eps: config.adam_eps, ..AdamConfig::default() },
         );
-        Ok(Self { config, online_vs, online, target_vs, target, optimizer, updates: 0 })
+        let feature_cache = FeatureCache::new(config.feature_cache_mib << 20);
+        Ok(Self { config, online_vs, online, target_vs, target, optimizer, updates: 0, feature_cache })
     }
 
     /// Completed updates.
@@ -252,7 +274,16 @@ impl Learner {
         (&self.online_vs, &self.online)
     }
 
+    /// The cache of the front end's features ([`LearnerConfig::feature_cache_mib`]).
+    pub fn feature_cache(&self) -> &FeatureCache {
+        &self.feature_cache
+    }
+
     /// One update on `sequences` with importance `weights` (all 1 for uniform replay).
+    ///
+    /// `front` must stay the same frozen model from update to update while features are cached:
+    /// cached features belong to the model object at `front`'s address (another address empties
+    /// the cache); a caller that changes a model's weights in place must build a new `Learner`.
     pub fn update(&mut self, front: &dyn KeypointModel, sequences: &[Arc<Sequence>], weights: &[f32]) -> Result<UpdateStats, LearnerError> {
         let k = front.num_keypoints();
         let device = self.online_vs.device();
@@ -278,7 +309,18 @@ impl Learner {
             return Err(LearnerError::InvalidArgument(format!("{} weights for {} sequences", weights.len(), sequences.len())));
         }
         let (b, t) = batch.actions.size2()?;
-        let features = front.features(&batch.frames);
+        let keys: Vec<&[u8]> = sequences
+            .iter()
+            .flat_map(|s| {
+                let frame_len = s.observations.len() / s.len().max(1);
+                s.observations[..s.valid_len() * frame_len].chunks_exact(frame_len.max(1))
+            })
+            .collect();
+        let owner = std::ptr::from_ref(front).cast::<()>() as usize;
+        let looked_up = self.feature_cache.features(owner, &keys, &batch.frames, |frames| front.features(frames));
+        let features = looked_up.features;
+        phases.features_cached = looked_up.cached as u64;
+        phases.features_computed = looked_up.computed as u64;
         phases.features_s = lap();
         let centres = batch.centres.flatten(0, 1).index_select(0, &batch.valid_index);
         // Embeddings of the valid steps, scattered into B x T with zeros at padding positions.
@@ -462,17 +504,23 @@ mod tests {
     }
 
     fn learner(encoder: agent::EncoderKind) -> Learner {
+        learner_caching(encoder, DEFAULT_FEATURE_CACHE_MIB)
+    }
+
+    fn learner_caching(encoder: agent::EncoderKind, feature_cache_mib: usize) -> Learner {
         tch::manual_seed(3);
         let front = FrontEndShape { num_keypoints: 2, feature_channels: 3, feature_size: 8, gauss_std: 0.15 };
         let agent = AgentConfig { encoder, cnn_channels: 4, ..AgentConfig::default() };
         // The builder's step t takes action t: 12 actions cover a 12-step sequence.
-        Learner::new(LearnerConfig { learning_rate: 1e-3, ..LearnerConfig::default() }, &agent, front, 12, Device::Cpu).unwrap()
+        Learner::new(LearnerConfig { learning_rate: 1e-3, feature_cache_mib, ..LearnerConfig::default() }, &agent, front, 12, Device::Cpu).unwrap()
     }
 
     #[test]
     fn padding_never_reaches_the_front_end_and_updates_fit_a_fixed_batch() {
         let front = CountingFront { seen: Mutex::new(Vec::new()) };
-        let mut learner = learner(agent::EncoderKind::Cnn);
+        // Uncached: the padding's zero frames equal step 0's frame of the builder, so a cache
+        // would hide whether padding reached the front end.
+        let mut learner = learner_caching(agent::EncoderKind::Cnn, 0);
         let batch = [full(), cut()];
         let first = learner.update(&front, &batch, &[1.0, 1.0]).unwrap();
         assert_eq!(*front.seen.lock().unwrap(), vec![19], "only the 12 + 7 valid frames are encoded");
@@ -491,6 +539,34 @@ mod tests {
         let long = Arc::new(SequenceBuilder::new(14).obs_shape(SHAPE).keypoints(4).build());
         let err = learner.update(&front, &[long], &[1.0]).unwrap_err().to_string();
         assert!(err.contains("action 12 at step 12; the network has 12 actions"), "{err}");
+    }
+
+    #[test]
+    fn cached_features_train_exactly_as_recomputed_ones() {
+        // The builder's frames repeat per step (step t's bytes all equal t) and the padding is
+        // zeros like step 0: the batch's 12 + 7 valid frames are 12 distinct ones.
+        let batch = [full(), cut()];
+        let (front, recount) = (CountingFront { seen: Mutex::new(Vec::new()) }, CountingFront { seen: Mutex::new(Vec::new()) });
+        let (mut cached, mut uncached) = (learner(agent::EncoderKind::Gnn), learner_caching(agent::EncoderKind::Gnn, 0));
+        for update in 0..4 {
+            let a = cached.update(&front, &batch, &[1.0, 0.5]).unwrap();
+            let b = uncached.update(&recount, &batch, &[1.0, 0.5]).unwrap();
+            assert_eq!((a.loss, a.grad_norm, &a.priorities), (b.loss, b.grad_norm, &b.priorities), "update {update}");
+            let expected = if update == 0 { (7, 12) } else { (19, 0) };
+            assert_eq!((a.phases.features_cached, a.phases.features_computed), expected, "update {update}");
+            assert_eq!((b.phases.features_cached, b.phases.features_computed), (0, 19));
+        }
+        assert_eq!(*front.seen.lock().unwrap(), vec![12], "each distinct frame went through the front end once");
+        assert_eq!(*recount.seen.lock().unwrap(), vec![19; 4]);
+        for ((na, ta), (nb, tb)) in cached.parameters().iter().zip(&uncached.parameters()) {
+            assert!(ta.equal(tb), "{na} vs {nb}");
+        }
+        assert_eq!(cached.feature_cache().len(), 12);
+        // Another front end object: its features are computed, not taken from the first one's.
+        let other = CountingFront { seen: Mutex::new(Vec::new()) };
+        let stats = cached.update(&other, &batch, &[1.0, 0.5]).unwrap();
+        assert_eq!((stats.phases.features_cached, stats.phases.features_computed), (7, 12));
+        assert_eq!(*other.seen.lock().unwrap(), vec![12]);
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub mod names {
     pub const LEARNER_Q_MEAN: &str = "pkrl_learner_q_mean";
     /// Gauge: gradient norm (before clipping) of the last update.
     pub const LEARNER_GRAD_NORM: &str = "pkrl_learner_grad_norm";
+    /// Counter: sampled frames whose front-end features the learner took from its feature cache.
+    pub const LEARNER_FEATURES_CACHED: &str = "pkrl_learner_features_cached_total";
+    /// Counter: sampled frames whose front-end features the learner computed.
+    pub const LEARNER_FEATURES_COMPUTED: &str = "pkrl_learner_features_computed_total";
     /// Gauge: the parameter version the learner has published (its update count).
     pub const LEARNER_PARAMETER_VERSION: &str = "pkrl_learner_parameter_version";
     /// Gauge: agent steps of the whole run (all actors).
@@ -160,6 +164,8 @@ pub fn describe() {
     describe_gauge!(LEARNER_LOSS, "TD loss of the last update.");
     describe_gauge!(LEARNER_Q_MEAN, "Mean Q-value of the last update's batch.");
     describe_gauge!(LEARNER_GRAD_NORM, "Gradient norm of the last update, before clipping.");
+    describe_counter!(LEARNER_FEATURES_CACHED, Unit::Count, "Sampled frames whose front-end features came from the learner's feature cache.");
+    describe_counter!(LEARNER_FEATURES_COMPUTED, Unit::Count, "Sampled frames whose front-end features the learner computed.");
     describe_gauge!(LEARNER_PARAMETER_VERSION, Unit::Count, "Parameter version the learner has published.");
     describe_gauge!(LEARNER_RUN_AGENT_STEPS, Unit::Count, "Agent steps of the whole run, all actors.");
     describe_gauge!(LEARNER_BUDGET_AGENT_STEPS, Unit::Count, "The run's budget of agent steps.");

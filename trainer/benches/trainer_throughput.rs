@@ -4,10 +4,13 @@
 //! - env: the Atari-100k MsPacman [`EnvPool`] alone under random actions (the emulator's limit);
 //! - front end: the PermaKey forward (VAE encoder + LSP + PointNet) on one vector step's frames;
 //! - acting: [`VecActor::step`] — front end, agent step, epsilon-greedy, env step, sequence writer;
-//! - learner: [`Learner::update`] on batches sampled from a replay the actor filled;
+//! - learner: [`Learner::update`] on batches sampled from a replay the actor filled (64+
+//!   sequences), with the learner's feature cache off (every sampled frame's features computed)
+//!   and on (the default 1024 MiB; warm, as the replay's frames all fit: the best case);
 //! - lockstep: agent steps/s of the trainer's schedule (one update per `train_every` agent steps
 //!   after `learning_starts`), `1 / (1 / acting + 1 / (train_every x updates/s))`, and the
-//!   projected wall time of one Atari-100k run of RL (100k agent steps, 22.5k updates).
+//!   projected wall time of one Atari-100k run of RL (100k agent steps, 22.5k updates), both
+//!   from the cache-off rate (a run's hit rate lies between; RESULTS.md measures it).
 //!
 //! Profiles: `quick` (the narrow model and 16-channel CNN of `config/quick.toml`) and
 //! `reference` (the spec's sizes), CNN and GNN encoders, on `PERMAKEY_BENCH_DEVICE` (default:
@@ -70,8 +73,8 @@ fn main() -> anyhow::Result<()> {
     let updates_per_run = (100_000 - 10_000) / 4;
     let mut table = format!(
         "Embedded trainer throughput, MsPacman, {NUM_ENVS} envs, {device:?}, {threads} threads, batch {} x 12 steps\n\n\
-         | profile | encoder | env steps/s (random) | front end frames/s | acting agent steps/s | acting / front end | learner updates/s | lockstep agent steps/s | Atari-100k RL (projected) |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+         | profile | encoder | env steps/s (random) | front end frames/s | acting agent steps/s | acting / front end | learner updates/s, cache off | learner updates/s, cache warm | warm / off | lockstep agent steps/s (off) | Atari-100k RL (projected, off) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         learner_config.batch_size
     );
     let mut env = EnvPool::new(&env_config, &roms, NUM_ENVS, threads.min(NUM_ENVS), 0)?;
@@ -102,18 +105,29 @@ fn main() -> anyhow::Result<()> {
             while replay.len() < 64 {
                 actor.step(&mut env, &mut trainer::LocalKeypoints(&model), &mut replay, 1.0)?;
             }
-            let mut learner = Learner::new(learner_config.clone(), &agent, shape, num_actions as i64, device)?;
+            let off_config = LearnerConfig { feature_cache_mib: 0, ..learner_config.clone() };
+            let mut learner = Learner::new(off_config, &agent, shape, num_actions as i64, device)?;
             let update_rate = rate(seconds, || {
                 let batch = replay.sample(learner_config.batch_size).unwrap();
                 learner.update(&model, &batch.items, &batch.weights).unwrap();
+            });
+            let mut cached = Learner::new(learner_config.clone(), &agent, shape, num_actions as i64, device)?;
+            for _ in 0..(replay.len() / learner_config.batch_size) * 4 {
+                let batch = replay.sample(learner_config.batch_size)?;
+                cached.update(&model, &batch.items, &batch.weights)?;
+            }
+            let cached_rate = rate(seconds, || {
+                let batch = replay.sample(learner_config.batch_size).unwrap();
+                cached.update(&model, &batch.items, &batch.weights).unwrap();
             });
             let lockstep = 1.0 / (1.0 / act_rate + 1.0 / (4.0 * update_rate));
             let projected = 100_000.0 / act_rate + updates_per_run as f64 / update_rate;
             writeln!(
                 table,
-                "| {} | {encoder:?} | {env_rate:.0} | {front_rate:.0} | {act_rate:.0} | {:.2} | {update_rate:.2} | {lockstep:.0} | {:.1} min |",
+                "| {} | {encoder:?} | {env_rate:.0} | {front_rate:.0} | {act_rate:.0} | {:.2} | {update_rate:.2} | {cached_rate:.2} | {:.2}x | {lockstep:.0} | {:.1} min |",
                 profile.name,
                 act_rate / front_rate,
+                cached_rate / update_rate,
                 projected / 60.0
             )?;
             eprintln!("{} {encoder:?} done", profile.name);

@@ -192,8 +192,15 @@ pub struct Timing {
     pub learning_s: f64,
     /// Of `learning_s` ([`learner::UpdatePhases`]): stacking the batch into tensors,
     pub learning_batch_s: f64,
-    /// the front end's features of the sampled frames,
+    /// the front end's features of the sampled frames (computed, or from the learner's cache:
+    /// the two counts below),
     pub learning_features_s: f64,
+    /// sampled valid frames whose features came from the learner's feature cache,
+    #[serde(default)]
+    pub learning_features_cached: u64,
+    /// and those the front end computed,
+    #[serde(default)]
+    pub learning_features_computed: u64,
     /// the online network's forward,
     pub learning_online_s: f64,
     /// the target network's forward, targets and loss,
@@ -328,6 +335,8 @@ impl Timing {
     fn add_update(&mut self, phases: &UpdatePhases) {
         self.learning_batch_s += phases.batch_s;
         self.learning_features_s += phases.features_s;
+        self.learning_features_cached += phases.features_cached;
+        self.learning_features_computed += phases.features_computed;
         self.learning_online_s += phases.online_s;
         self.learning_target_s += phases.target_s;
         self.learning_backward_s += phases.backward_s;
@@ -897,6 +906,8 @@ pub(crate) fn learn_on(learner: &mut Learner, front: &dyn KeypointModel, batch: 
         metrics::gauge!(names::LEARNER_LOSS).set(stats.loss);
         metrics::gauge!(names::LEARNER_Q_MEAN).set(stats.mean_q);
         metrics::gauge!(names::LEARNER_GRAD_NORM).set(stats.grad_norm);
+        metrics::counter!(names::LEARNER_FEATURES_CACHED).increment(stats.phases.features_cached);
+        metrics::counter!(names::LEARNER_FEATURES_COMPUTED).increment(stats.phases.features_computed);
     }
     if settings.replay.sampling == SamplingMode::Prioritized {
         replay.update_priorities(&batch.keys, &stats.priorities)?;
