@@ -34,6 +34,7 @@ bench: setup
 	@scripts/setup.sh --bench
 	$(CARGO) bench -p atari --bench env_throughput
 	$(CARGO) bench -p trainer --bench trainer_throughput
+	$(CARGO) bench -p trainer --bench feature_cache
 	$(CARGO) bench -p permakey --bench features
 	$(CARGO) bench -p replay-service --bench replay_throughput
 	$(CARGO) bench -p keypoint-service --bench keypoint_service

@@ -548,6 +548,9 @@ mod tests {
         let batch = [full(), cut()];
         let (front, recount) = (CountingFront { seen: Mutex::new(Vec::new()) }, CountingFront { seen: Mutex::new(Vec::new()) });
         let (mut cached, mut uncached) = (learner(agent::EncoderKind::Gnn), learner_caching(agent::EncoderKind::Gnn, 0));
+        // The same start whatever other tests do to the global seed meanwhile.
+        let (named, updates, step) = cached.state();
+        uncached.load_state(&named, updates, step).unwrap();
         for update in 0..4 {
             let a = cached.update(&front, &batch, &[1.0, 0.5]).unwrap();
             let b = uncached.update(&recount, &batch, &[1.0, 0.5]).unwrap();
