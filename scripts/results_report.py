@@ -300,12 +300,18 @@ def feature_cache_section(runs, w):
     w("")
     w("| | without the cache | with the cache | ratio |")
     w("|---|---:|---:|---:|")
+    gnn = lambda g: [r for r in g if r["meta"]["cell"].split("-")[2:3] == ["gnn"]]
+    cnn = lambda g: [r for r in g if r["meta"]["cell"].split("-")[2:3] == ["cnn"]]
     for label, f in [
         ("runs", lambda g: len(g)),
         ("features of the sampled frames, s per update", lambda g: per(g, "learning_features_s")),
         ("whole learner update, s per update", lambda g: per(g, "learning_s")),
+        ("&nbsp;&nbsp;of which the GNN-encoder cells", lambda g: per(gnn(g), "learning_s")),
+        ("&nbsp;&nbsp;of which the CNN-encoder cells", lambda g: per(cnn(g), "learning_s")),
         ("wall time of a run (pre-training excluded), s", wall),
     ]:
+        if "GNN" in label and not gnn(after) or "CNN" in label and not cnn(after):
+            continue
         a, b = f(before), f(after)
         ratio = f"{a / b:.2f}x" if label != "runs" and b > 0 else ""
         fmt = (lambda x: f"{x}") if label == "runs" else (lambda x: f"{x:.3f}" if x < 10 else f"{x:.0f}")

@@ -121,4 +121,7 @@ fn report_compares_runs_with_the_feature_cache_against_the_same_cells_without_it
     assert_eq!(line("| features of the sampled frames"), "| features of the sampled frames, s per update | 0.047 | 0.007 | 7.00x |");
     assert_eq!(line("| whole learner update"), "| whole learner update, s per update | 0.080 | 0.040 | 2.00x |");
     assert_eq!(line("| runs |"), "| runs | 1 | 1 |  |");
+    // Split by encoder: the CNN cell has a row, and no GNN row is printed without GNN runs.
+    assert_eq!(line("| &nbsp;&nbsp;of which the CNN"), "| &nbsp;&nbsp;of which the CNN-encoder cells | 0.080 | 0.040 | 2.00x |");
+    assert!(!report.contains("GNN-encoder cells"), "{report}");
 }
