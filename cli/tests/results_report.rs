@@ -44,6 +44,18 @@ fn write_run(root: &Path, experiment: &str, cell: &str, game: &str, variant: &st
     fs::write(dir.join("keypoints-none.json"), format!(r#"{{"game": "{game}", "reports": [{}]}}"#, reports.join(", "))).unwrap();
 }
 
+/// RESULTS.md as `scripts/results_report.py` writes it for the runs under `root`.
+fn report_of(root: &Path) -> String {
+    let out = Command::new("python3").arg(Path::new(REPO).join("scripts/results_report.py")).arg(root).output().expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The report's first line starting with `start`.
+fn line_of(report: &str, start: &str) -> String {
+    report.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line starting {start:?} in\n{report}")).to_owned()
+}
+
 #[test]
 fn report_averages_seeds_next_to_the_paper_and_lists_deviations() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,10 +72,8 @@ fn report_averages_seeds_next_to_the_paper_and_lists_deviations() {
         fs::write(dir.join("run.json"), format!(r#"{{"experiment": "random", "cell": "MsPacman", "game": "MsPacman", "noise": "none", "seed": {seed}}}"#)).unwrap();
         fs::write(dir.join("summary.json"), format!(r#"{{"game": "ms_pacman", "mean_game_return": {value}}}"#)).unwrap();
     }
-    let out = Command::new("python3").arg(Path::new(REPO).join("scripts/results_report.py")).arg(&root).output().expect("python3 runs");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line = |start: &str| report.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line starting {start:?} in\n{report}")).to_owned();
+    let report = report_of(&root);
+    let line = |start: &str| line_of(&report, start);
     // Main table: ours beside the poster's 1038.5 (417.1); empty cells are dashes.
     let mspacman = line("| MsPacman |");
     assert!(mspacman.starts_with("| MsPacman | 250.0 (10.0) [2] | 150.0 (50.0) [2] | 1038.5 (417.1) |"), "{mspacman}");
@@ -111,12 +121,10 @@ fn report_compares_runs_with_the_feature_cache_against_the_same_cells_without_it
     };
     edit(0, r#""learning_s": 60.0, "learning_features_s": 35.0,"#);
     edit(1, r#""learning_s": 30.0, "learning_features_s": 5.0, "learning_features_cached": 900, "learning_features_computed": 100,"#);
-    let out = Command::new("python3").arg(Path::new(REPO).join("scripts/results_report.py")).arg(&root).output().expect("python3 runs");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report_of(&root);
     assert!(report.contains("1 runs had the learner's feature cache (`learner.feature_cache_mib`): of their 1000 sampled"), "{report}");
     assert!(report.contains("valid frames, 900 (90.0%) took their front-end features from the cache and 100 were computed."), "{report}");
-    let line = |start: &str| report.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line starting {start:?} in\n{report}")).to_owned();
+    let line = |start: &str| line_of(&report, start);
     // 750 updates per run: 35 / 750 = 0.047 s against 5 / 750 = 0.007 s; 60 / 750 against 30 / 750.
     assert_eq!(line("| features of the sampled frames"), "| features of the sampled frames, s per update | 0.047 | 0.007 | 7.00x |");
     assert_eq!(line("| whole learner update"), "| whole learner update, s per update | 0.080 | 0.040 | 2.00x |");
