@@ -19,11 +19,18 @@
 //!   than the whole capacity is not cached. One slab rather than a tensor per frame (the first
 //!   version, `stack`ed per batch): a batch is one gather, and the cache is one allocation
 //!   instead of thousands of 226 KB ones among the update's short-lived tensors.
-//! - **Measured** (BENCHMARKS.md, `cargo bench -p trainer --bench feature_cache`): on the CPU the
-//!   GNN agent's update is ~2.5x faster warm than uncached; the CNN agent's gains less (1.0-1.8x
-//!   between rounds), as its encoder's forward and backward took longer when fed cached maps in
-//!   most measurements, for a reason not found (not the memory layout: both are contiguous NCHW;
-//!   not a cold thread pool: computing the features anyway before the update kept the gap).
+//! - **Memory layouts are kept**: the learner's frames tensor is channels-last (a view of the
+//!   stored HWC bytes, strides `[C*H*W, 1, W*C, C]`); on the CPU libtorch's convolutions keep that
+//!   layout in their output, and the agent's CNN encoder runs ~30% faster on channels-last maps than
+//!   on contiguous NCHW ones. So the frames to compute are selected in their own layout, the slab
+//!   stores channels-last maps as `N x H x W x C` rows, and every answer has the computed maps'
+//!   strides; other tensors (plain NCHW, any other rank) are kept as they come. (The first two
+//!   versions lost the layout in `index_select`, and the CNN agent's encoder phases grew by about
+//!   what the cache saved: BENCHMARKS.md.)
+//! - **Measured** (BENCHMARKS.md, `cargo bench -p trainer --bench feature_cache`, side by side):
+//!   on the CPU the whole update is faster warm than uncached by 1.7x for the CNN agent and 2.7x
+//!   for the GNN agent with glibc's default malloc, 1.2x and 1.9x with [`permakey::malloc`]'s
+//!   default (which speeds up the uncached features most).
 //! - **One front end at a time**: the cache belongs to one front end, named by the caller
 //!   ([`FeatureCache::features`]'s `owner`); another owner empties it first.
 //! - **Same values**: cached maps are copies of the computed rows. Only the batch size of
@@ -61,12 +68,35 @@ pub struct FeatureCache {
     /// The slot the next insert overwrites (a ring: the oldest entry leaves first).
     next: usize,
     owner: Option<usize>,
+    /// The slab holds channels-last maps as `slots x H x W x C` (module docs).
+    channels_last: bool,
+}
+
+/// A 4-D `N x C x H x W` tensor laid out channels-last (and not also plain contiguous).
+fn is_channels_last(t: &Tensor) -> bool {
+    t.dim() == 4 && !t.is_contiguous() && t.permute([0, 2, 3, 1]).is_contiguous()
+}
+
+/// `maps` with rows stored in the given layout's order (a view: `N x H x W x C` for channels-last).
+fn to_rows(maps: &Tensor, channels_last: bool) -> Tensor {
+    if channels_last { maps.permute([0, 2, 3, 1]) } else { maps.shallow_clone() }
+}
+
+/// Rows of [`to_rows`] as `N x C x H x W` again (a view with channels-last strides if they were).
+fn from_rows(rows: Tensor, channels_last: bool) -> Tensor {
+    if channels_last { rows.permute([0, 3, 1, 2]) } else { rows }
+}
+
+/// Rows `index` of `t`, in `t`'s layout (`index_select` alone returns plain contiguous rows).
+fn select_rows(t: &Tensor, index: &Tensor) -> Tensor {
+    let channels_last = is_channels_last(t);
+    from_rows(to_rows(t, channels_last).index_select(0, index), channels_last)
 }
 
 impl FeatureCache {
     /// A cache holding at most `capacity_bytes` of keys and feature maps (0: off).
     pub fn new(capacity_bytes: usize) -> Self {
-        Self { capacity_bytes, slab: None, entry_bytes: 0, slot_keys: Vec::new(), index: HashMap::new(), next: 0, owner: None }
+        Self { capacity_bytes, slab: None, entry_bytes: 0, slot_keys: Vec::new(), index: HashMap::new(), next: 0, owner: None, channels_last: false }
     }
 
     pub fn capacity_bytes(&self) -> usize {
@@ -94,7 +124,9 @@ impl FeatureCache {
         self.slot_keys.clear();
         self.index.clear();
         self.next = 0;
+        self.channels_last = false;
     }
+
 
     /// The features of `frames` (`N x ...`, row `i` holding the frame whose bytes are `keys[i]`):
     /// cached rows are reused, the others computed in one call of `compute` on just those rows
@@ -131,7 +163,9 @@ impl FeatureCache {
         }
         let device = frames.device();
         let computed = (!missing.is_empty()).then(|| {
-            let rows = if missing.len() == n { frames.shallow_clone() } else { frames.index_select(0, &Tensor::from_slice(&missing).to_device(device)) };
+            // In the frames' layout: libtorch's CPU convolutions keep a channels-last input's
+            // layout in their output, and the agent's CNN encoder is faster on that (module docs).
+            let rows = if missing.len() == n { frames.shallow_clone() } else { select_rows(frames, &Tensor::from_slice(&missing).to_device(device)) };
             let features = compute(&rows);
             assert_eq!(features.size().first().copied(), Some(missing.len() as i64), "one feature map per frame");
             features
@@ -141,13 +175,13 @@ impl FeatureCache {
             (Some(computed), _) if missing.len() == n => computed.shallow_clone(),
             (None, Some(slab)) => {
                 let slots: Vec<i64> = rows.iter().map(|r| *r.as_ref().expect("every row cached")).collect();
-                slab.index_select(0, &Tensor::from_slice(&slots).to_device(device))
+                from_rows(slab.index_select(0, &Tensor::from_slice(&slots).to_device(device)), self.channels_last)
             }
             (Some(computed), _) => {
                 // Rows of `cat([cached maps, computed])`, in batch order.
                 let slots: Vec<i64> = rows.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
                 let cached_part = match &self.slab {
-                    Some(slab) if !slots.is_empty() => Some(slab.index_select(0, &Tensor::from_slice(&slots).to_device(device))),
+                    Some(slab) if !slots.is_empty() => Some(from_rows(slab.index_select(0, &Tensor::from_slice(&slots).to_device(device)), self.channels_last)),
                     _ => None,
                 };
                 let base = slots.len() as i64;
@@ -162,11 +196,13 @@ impl FeatureCache {
                         Err(at) => base + at,
                     })
                     .collect();
+                // In the computed maps' layout, so the answer has their strides.
+                let layout = is_channels_last(computed);
                 let sources = match cached_part {
-                    Some(cached) => Tensor::cat(&[cached, computed.shallow_clone()], 0),
-                    None => computed.shallow_clone(),
+                    Some(cached) => Tensor::cat(&[to_rows(&cached, layout), to_rows(computed, layout)], 0),
+                    None => to_rows(computed, layout),
                 };
-                sources.index_select(0, &Tensor::from_slice(&order).to_device(device))
+                from_rows(sources.index_select(0, &Tensor::from_slice(&order).to_device(device)), layout)
             }
             (None, None) => unreachable!("rows are either cached or computed"),
         };
@@ -183,18 +219,20 @@ impl FeatureCache {
         let map_bytes = shape[1..].iter().product::<i64>().max(0) as usize * computed.kind().elt_size_in_bytes();
         let key_bytes = keys.first().map_or(0, |k| k.len());
         if let Some(slab) = &self.slab {
-            if slab.size()[1..] != shape[1..] || slab.kind() != computed.kind() || self.entry_bytes != map_bytes + key_bytes {
-                self.clear(); // another shape of map or frame: start over
+            let same_layout = self.channels_last == is_channels_last(computed);
+            if from_rows(slab.shallow_clone(), self.channels_last).size()[1..] != shape[1..] || slab.kind() != computed.kind() || self.entry_bytes != map_bytes + key_bytes || !same_layout {
+                self.clear(); // another shape, kind or layout of map, or size of frame: start over
             }
         }
         if self.slab.is_none() {
+            self.channels_last = is_channels_last(computed);
             self.entry_bytes = map_bytes + key_bytes;
             let slots = self.capacity_bytes / self.entry_bytes.max(1);
             if slots == 0 {
                 return; // one map is larger than the whole capacity
             }
             let mut dims = vec![slots as i64];
-            dims.extend_from_slice(&shape[1..]);
+            dims.extend_from_slice(&to_rows(computed, self.channels_last).size()[1..]);
             self.slab = Some(Tensor::empty(dims.as_slice(), (computed.kind(), computed.device())));
             self.slot_keys = vec![None; slots];
             self.next = 0;
@@ -214,8 +252,9 @@ impl FeatureCache {
             self.slot_keys[slot] = Some(key);
             targets.push(slot as i64);
         }
+        let rows = to_rows(computed, self.channels_last);
+        let rows = if skip == 0 { rows } else { rows.narrow(0, skip as i64, (missing.len() - skip) as i64) };
         let slab = self.slab.as_mut().expect("allocated above");
-        let rows = if skip == 0 { computed.shallow_clone() } else { computed.narrow(0, skip as i64, (missing.len() - skip) as i64) };
         let targets = Tensor::from_slice(&targets).to_device(slab.device());
         tch::no_grad(|| {
             let _ = slab.index_copy_(0, &targets, &rows.detach().to_kind(slab.kind()));
@@ -328,5 +367,57 @@ mod tests {
         let again = cache.features(1, &[key.as_slice()], &frames(&[key]), |_| panic!("cached"));
         assert_eq!(rows(&again.features), vec![vec![9., 9., 18.]]);
         assert_eq!(again.features.device(), Device::Cpu);
+    }
+
+    /// `N x 2 x 3 x 4` maps laid out channels-last, as libtorch's CPU convolutions return them;
+    /// every value names its frame, channel and position.
+    fn channels_last_maps(frames: &Tensor) -> Tensor {
+        let first = frames.select(1, 0).view([-1, 1, 1, 1]);
+        let positions = Tensor::arange(2 * 3 * 4, (Kind::Float, Device::Cpu)).view([1, 2, 3, 4]);
+        let maps = first * 100.0 + positions;
+        // N x H x W x C contiguous, viewed as N x C x H x W.
+        maps.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+    }
+
+    #[test]
+    fn channels_last_maps_come_back_with_their_layout_and_values() {
+        let mut cache = FeatureCache::new(1 << 20);
+        let bytes = [[1u8, 0], [2, 0], [3, 0]];
+        let keys: Vec<&[u8]> = bytes.iter().map(|f| f.as_slice()).collect();
+        let computed = cache.features(1, &keys[..2], &frames(&bytes[..2]), channels_last_maps);
+        assert!(is_channels_last(&computed.features));
+        let expected = channels_last_maps(&frames(&bytes));
+        // Fully cached, then mixed (one cached row, one computed, one repeat).
+        let cached = cache.features(1, &keys[..2], &frames(&bytes[..2]), |_| panic!("cached"));
+        let mixed_keys = [keys[2], keys[0], keys[2]];
+        let mixed = cache.features(1, &mixed_keys, &frames(&[bytes[2], bytes[0], bytes[2]]), channels_last_maps);
+        assert_eq!((mixed.cached, mixed.computed), (2, 1));
+        for (out, rows) in [(&cached.features, vec![0i64, 1]), (&mixed.features, vec![2, 0, 2])] {
+            assert_eq!(out.stride(), computed.features.stride(), "the computed maps' strides");
+            assert!(out.equal(&expected.index_select(0, &Tensor::from_slice(&rows))));
+        }
+        // Plain contiguous maps are stored as they come.
+        let mut plain = FeatureCache::new(1 << 20);
+        plain.features(1, &keys[..1], &frames(&bytes[..1]), |f| channels_last_maps(f).contiguous());
+        let again = plain.features(1, &keys[..1], &frames(&bytes[..1]), |_| panic!("cached"));
+        assert!(again.features.is_contiguous() && again.features.equal(&expected.get(0).unsqueeze(0)));
+    }
+
+    #[test]
+    fn the_rows_to_compute_keep_the_frames_layout() {
+        // 3 frames of 2 x 2 pixels and 2 channels, stored HWC as the replay stores them: the
+        // learner's frames tensor is a channels-last view of them. The "features" are the frames.
+        let frames = Tensor::arange(24, (Kind::Float, Device::Cpu)).view([3, 2, 2, 2]).permute([0, 3, 1, 2]);
+        assert!(is_channels_last(&frames));
+        let keys: [&[u8]; 3] = [&[0], &[1], &[2]];
+        let identity = |f: &Tensor| {
+            assert!(is_channels_last(f), "rows handed to the front end lost the layout: {:?}", f.stride());
+            f.shallow_clone()
+        };
+        let mut cache = FeatureCache::new(1 << 20);
+        cache.features(1, &keys[1..2], &frames.narrow(0, 1, 1), identity);
+        let out = cache.features(1, &keys, &frames, identity);
+        assert_eq!((out.cached, out.computed), (1, 2));
+        assert!(out.features.equal(&frames) && out.features.stride() == frames.stride());
     }
 }
