@@ -20,7 +20,7 @@
 # keypoint checkpoint it used. Scratch folders go to $WORK (default runs/results, not committed);
 # the small files are copied to $OUT/<experiment>/<cell>/seed<N>/ (committed): config.toml,
 # metrics.csv, eval.csv, final_scores.json, keypoints-<noise>.json and run.json (command, device,
-# host, commit, wall time). A cell whose final_scores.json is already in $OUT is skipped
+# host, the binary's commit, wall time). A cell whose final_scores.json is already in $OUT is skipped
 # (FORCE=1 reruns it), so the script can be stopped and started again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,10 @@ BIN=${BIN:-target/release/permakey-rl}
 RUNNER=${RUNNER:-}
 [ -x "$BIN" ] || cargo build --release -p permakey-rl
 log() { echo "[results-runs] $(date +%H:%M:%S) $*" >&2; }
+# The commit the binary was built from (its --version; trainer/build.rs), not the checkout's HEAD:
+# a rebuild during a long series must not relabel runs. Agent runs read it from their own
+# final_scores.json, which the process that ran wrote.
+binary_commit() { $RUNNER "$BIN" --version 2>/dev/null | sed -n 's/.*(commit \(.*\))$/\1/p' | grep . || echo unknown; }
 
 # K per game as in the reference: MsPacman 7, BattleZone 8, Seaquest 10, Frostbite 20
 default_k() { case $1 in Seaquest) echo 10 ;; Frostbite) echo 20 ;; BattleZone) echo 8 ;; *) echo 7 ;; esac; }
@@ -93,7 +97,7 @@ run_cell() {
   "keypoint_eval_wall_s": $eval_s,
   "host_cpus": $(nproc),
   "gpu": "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)",
-  "commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+  "commit": "$(python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get('commit') or 'unknown')" "$dest/final_scores.json")",
   "finished": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 }
 EOF
@@ -115,7 +119,8 @@ random_cell() {
   local args=(--config "$CONFIG" --set "env.game=$game" --set "env.noise=$noise" --set env.terminal_on_life_loss=false
     --set "collect.agent_steps=$RANDOM_STEPS" --set collect.record_steps=0 --set collect.keypoint_frames=0
     --set "run.seed=$seed" --set "run.out_dir=$WORK" --set "run.name=$name")
-  local start=$SECONDS
+  local start=$SECONDS commit
+  commit=$(binary_commit)
   $RUNNER "$BIN" "${args[@]}" collect > "$WORK.$name.log" 2>&1 || { log "FAILED random/$cell seed $seed: see $WORK.$name.log"; return 1; }
   mkdir -p "$dest"
   cp "$WORK/$name/summary.json" "$WORK/$name/config.toml" "$dest/"
@@ -131,7 +136,7 @@ random_cell() {
   "command": "$BIN ${args[*]} collect",
   "run_wall_s": $((SECONDS - start)),
   "host_cpus": $(nproc),
-  "commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+  "commit": "$commit",
   "finished": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 }
 EOF

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use pkrl_config::{init_tracing, CommonArgs, NoiseType};
 
 #[derive(Parser)]
-#[command(name = "permakey-rl", version, about = "PermaKey keypoints and keypoint-based recurrent Q-learning on Atari")]
+#[command(name = "permakey-rl", version = trainer::VERSION, about = "PermaKey keypoints and keypoint-based recurrent Q-learning on Atari")]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,

@@ -52,6 +52,11 @@ fn run_trains_the_agent_and_resume_extends_it() {
     assert_eq!(scores["agent_steps"], 160);
     assert_eq!(scores["keypoint_pretrain_frames"], 256);
     assert_eq!(scores["device"], "Cpu");
+    // Provenance: the binary's own commit, the one `--version` shows.
+    let commit = scores["commit"].as_str().unwrap_or_default().to_owned();
+    assert!(commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())), "commit {commit:?}");
+    let (ok, version, _) = permakey_rl(&["--version"]);
+    assert!(ok && version.trim().ends_with(&format!("(commit {commit})")), "{version}");
     // The per-phase profile: every phase this run went through took time, parts fit in wholes.
     let timing = &scores["timing"];
     let secs = |key: &str| timing[key].as_f64().unwrap_or_else(|| panic!("timing.{key} missing: {timing}"));

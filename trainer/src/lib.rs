@@ -71,6 +71,12 @@ pub mod transport;
 pub use actor::{evaluate, front_end_shape, EpisodeRecord, VecActor};
 pub use config::{TrainConfig, TrainMode};
 pub use env::{EnvStep, VecEnv};
+/// The commit this crate was built from (`trainer/build.rs`): a short hash, or "unknown" when
+/// built without git and without `PKRL_BUILD_COMMIT`. Written into every `final_scores.json`.
+pub const BUILD_COMMIT: &str = env!("PKRL_BUILD_COMMIT");
+/// The `--version` text of every binary: the package version and [`BUILD_COMMIT`].
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PKRL_BUILD_COMMIT"), ")");
+
 pub use run::{EnvFactory, EnvRole, EvalRecord, FinalScores, MetricsRow, Timing, Trainer, TrainerSettings};
 pub use distributed::{run_actor, ActorSummary, DistributedLearner};
 pub use transport::{KeypointSource, LocalKeypoints, LocalParameters, LocalReplay, ParameterSink, ParameterSource, Parameters, ProgressReply, ProgressReporter, ReplayClient, ReplayWriter};

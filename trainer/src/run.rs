@@ -166,6 +166,10 @@ pub struct FinalScores {
     /// The learner's device ("Cpu", "Cuda(0)"); empty in files of older versions.
     #[serde(default)]
     pub device: String,
+    /// The commit of the binary that wrote the file ([`crate::BUILD_COMMIT`]); empty in files of
+    /// older versions.
+    #[serde(default)]
+    pub commit: String,
 }
 
 /// Wall seconds per phase of a run, summed over the process that wrote them (a resumed run counts
@@ -871,6 +875,7 @@ pub(crate) fn final_evaluation(
         wall_seconds: 0.0,
         timing: Timing::default(),
         device: format!("{:?}", learner.online().0.device()),
+        commit: crate::BUILD_COMMIT.to_owned(),
     })
 }
 

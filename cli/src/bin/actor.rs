@@ -6,7 +6,7 @@ use pkrl_config::{init_tracing, CommonArgs};
 /// Steps train.num_envs environments with keypoints from the keypoint service and a local copy
 /// of the learner's Q-network; writes sequences to the replay service.
 #[derive(Parser)]
-#[command(name = "actor", version)]
+#[command(name = "actor", version = trainer::VERSION)]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,

@@ -6,7 +6,7 @@ use pkrl_config::{init_tracing, CommonArgs};
 /// Serves the frozen keypoint model (keypoints.checkpoint, or the toy world's oracle) over gRPC
 /// with dynamic batching across actors (permakey.v1.KeypointService, health, reflection).
 #[derive(Parser)]
-#[command(name = "keypoint-server", version)]
+#[command(name = "keypoint-server", version = trainer::VERSION)]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,

@@ -6,7 +6,7 @@ use pkrl_config::{init_tracing, CommonArgs};
 /// Trains the recurrent Q-network from the replay service and serves its parameters and the
 /// run's progress (permakey.v1.LearnerService, health, reflection); writes the run folder.
 #[derive(Parser)]
-#[command(name = "learner", version)]
+#[command(name = "learner", version = trainer::VERSION)]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,

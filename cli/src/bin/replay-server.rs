@@ -5,7 +5,7 @@ use pkrl_config::{CommonArgs, init_tracing};
 
 /// Serves the sequence replay over gRPC (permakey.v1.ReplayService, health, reflection).
 #[derive(Parser)]
-#[command(name = "replay-server", version)]
+#[command(name = "replay-server", version = trainer::VERSION)]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
