@@ -159,8 +159,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // First, before tensors are allocated (permakey::malloc: why and how to opt out).
+    let malloc = permakey::malloc::configure_from_env().map_err(anyhow::Error::msg)?;
     let config = cli.common.load()?;
     let _span = init_tracing("permakey-rl", &config.logging);
+    tracing::info!("{malloc}");
     match cli.command {
         Command::Run { resume } => {
             let _metrics = pkrl_telemetry::install(config.metrics.listen, "permakey-rl", &[])?;

@@ -3,6 +3,7 @@
 //!
 //! This crate holds the model side of the project, written on `tch` (libtorch 2.11.0):
 //! - [`device`]: choosing CPU or CUDA from the shared `--device auto|cpu|cuda` flag;
+//! - [`malloc`]: the C allocator's settings every binary applies first (`PERMAKEY_MALLOC`);
 //! - [`keypoints`]: the keypoint bottleneck's pure tensor maths — marginal soft-argmax over
 //!   feature maps and the Gaussian heatmaps rendered back from keypoint centres
 //!   (spec section 4, "Transporter-style").
@@ -17,6 +18,7 @@ pub mod device;
 pub mod keypoints;
 pub mod layers;
 pub mod lsp;
+pub mod malloc;
 pub mod model;
 pub mod optim;
 pub mod permakey;

@@ -30,9 +30,12 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // First, before tensors are allocated (permakey::malloc: why and how to opt out).
+    let malloc = permakey::malloc::configure_from_env().map_err(anyhow::Error::msg)?;
     let config = args.common.load()?;
     let id = permakey_rl::cluster::actor_id(&args.id)?;
     let _span = init_tracing("actor", &config.logging);
+    tracing::info!("{malloc}");
     let _metrics = pkrl_telemetry::install(config.metrics.listen, "actor", &[("actor_id", id.to_string())])?;
     let summary = permakey_rl::cluster::run_actor_process(&config, id, args.idle_when_done)?;
     let games = match summary.games.len() {

@@ -24,8 +24,11 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // First, before tensors are allocated (permakey::malloc: why and how to opt out).
+    let malloc = permakey::malloc::configure_from_env().map_err(anyhow::Error::msg)?;
     let config = args.common.load()?;
     let _span = init_tracing("keypoint-service", &config.logging);
+    tracing::info!("{malloc}");
     let _metrics = pkrl_telemetry::install(config.metrics.listen, "keypoint-service", &[])?;
     let report = permakey_rl::cluster::run_keypoint_server(&config, args.listen)?;
     tracing::info!(stats = ?report, "keypoint service stopped");

@@ -35,8 +35,11 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // First, before tensors are allocated (permakey::malloc: why and how to opt out).
+    let malloc = permakey::malloc::configure_from_env().map_err(anyhow::Error::msg)?;
     let config = args.common.load()?;
     let _span = init_tracing("learner", &config.logging);
+    tracing::info!("{malloc}");
     let _metrics = pkrl_telemetry::install(config.metrics.listen, "learner", &[])?;
     let resume = if args.resume_or_start {
         anyhow::ensure!(!config.run.name.is_empty(), "--resume-or-start needs the run's name: --set run.name=<folder under {}>", config.run.out_dir.display());
