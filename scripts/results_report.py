@@ -319,6 +319,9 @@ def feature_cache_section(runs, w):
     w("")
     w("The two groups ran at different times on a shared machine (absolute seconds move with its load); the")
     w("same cells, configs and budgets, and the ratio of the features phase, are what compare.")
+    w("These runs' cache (before e755716) handed the CNN encoder NCHW maps where the uncached path gives it")
+    w("channels-last ones, on which it is ~30% faster: hence the CNN cells' slower update. The cache now keeps")
+    w("the layout; BENCHMARKS.md (\"Where a run's time goes\", 6) has the bench and an end-to-end run after the fix.")
     w("")
 
 

@@ -60,6 +60,9 @@ fn rate(seconds: f64, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the binaries do (PERMAKEY_MALLOC=system for glibc's defaults), so the projection is theirs.
+    let malloc = permakey::malloc::configure_from_env().map_err(anyhow::Error::msg)?;
+    eprintln!("{malloc}");
     let seconds: f64 = std::env::var("PERMAKEY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let device = match std::env::var("PERMAKEY_BENCH_DEVICE").as_deref() {
         Ok("cpu") => Device::Cpu,
