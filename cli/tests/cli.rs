@@ -114,6 +114,10 @@ fn user_errors_are_one_clear_line_without_a_backtrace() {
         assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
     }
+    // A bad allocator mode (permakey::malloc) names the variable, in one line, before any work.
+    let out = Command::new(env!("CARGO_BIN_EXE_permakey-rl")).args(["doctor"]).env("PERMAKEY_MALLOC", "jemalloc").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.trim() == "error: PERMAKEY_MALLOC='jemalloc' is not a malloc mode: expected keep or system", "{stderr}");
     if !tch_has_cuda() {
         let (ok, _, stderr) = permakey_rl(&["--device", "cuda", "doctor", "--iterations", "1", "--batch", "1"]);
         assert!(!ok);
