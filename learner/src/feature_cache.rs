@@ -127,7 +127,6 @@ impl FeatureCache {
         self.channels_last = false;
     }
 
-
     /// The features of `frames` (`N x ...`, row `i` holding the frame whose bytes are `keys[i]`):
     /// cached rows are reused, the others computed in one call of `compute` on just those rows
     /// (in order of first appearance; a frame repeated in the batch is computed once), then
@@ -219,9 +218,9 @@ impl FeatureCache {
         let map_bytes = shape[1..].iter().product::<i64>().max(0) as usize * computed.kind().elt_size_in_bytes();
         let key_bytes = keys.first().map_or(0, |k| k.len());
         if let Some(slab) = &self.slab {
-            let same_layout = self.channels_last == is_channels_last(computed);
-            if from_rows(slab.shallow_clone(), self.channels_last).size()[1..] != shape[1..] || slab.kind() != computed.kind() || self.entry_bytes != map_bytes + key_bytes || !same_layout {
-                self.clear(); // another shape, kind or layout of map, or size of frame: start over
+            // (A map in another layout is copied into the slab's: values are what count.)
+            if from_rows(slab.shallow_clone(), self.channels_last).size()[1..] != shape[1..] || slab.kind() != computed.kind() || self.entry_bytes != map_bytes + key_bytes {
+                self.clear(); // another shape or kind of map, or size of frame: start over
             }
         }
         if self.slab.is_none() {
@@ -396,6 +395,11 @@ mod tests {
             assert_eq!(out.stride(), computed.features.stride(), "the computed maps' strides");
             assert!(out.equal(&expected.index_select(0, &Tensor::from_slice(&rows))));
         }
+        // A map in the other layout joins the channels-last slab with its values.
+        let key: &[u8] = &[4, 0];
+        cache.features(1, &[key], &frames(&[[4, 0]]), |f| channels_last_maps(f).contiguous());
+        let late = cache.features(1, &[key], &frames(&[[4, 0]]), |_| panic!("cached"));
+        assert!(late.features.equal(&channels_last_maps(&frames(&[[4, 0]]))) && is_channels_last(&late.features));
         // Plain contiguous maps are stored as they come.
         let mut plain = FeatureCache::new(1 << 20);
         plain.features(1, &keys[..1], &frames(&bytes[..1]), |f| channels_last_maps(f).contiguous());
