@@ -300,8 +300,9 @@ def feature_cache_section(runs, w):
     w("")
     w("| | without the cache | with the cache | ratio |")
     w("|---|---:|---:|---:|")
-    gnn = lambda g: [r for r in g if r["meta"]["cell"].split("-")[2:3] == ["gnn"]]
-    cnn = lambda g: [r for r in g if r["meta"]["cell"].split("-")[2:3] == ["cnn"]]
+    def with_encoder(encoder):  # runs whose cell is <game>-<keypoints>-<encoder>[...]
+        return lambda g: [r for r in g if r["meta"]["cell"].split("-")[2:3] == [encoder]]
+    gnn, cnn = with_encoder("gnn"), with_encoder("cnn")
     for label, f in [
         ("runs", lambda g: len(g)),
         ("features of the sampled frames, s per update", lambda g: per(g, "learning_features_s")),
