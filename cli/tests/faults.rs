@@ -39,8 +39,10 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Agent steps of the run, and what the embedded schedule makes of them.
-const AGENT_STEPS: u64 = 1000;
+/// Agent steps of the run, and what the embedded schedule makes of them. The four faults take
+/// about 10 s on a quiet machine, and the actors must still be running when the learner is killed
+/// (so that they ride through its restart): at 1000 steps they once had spent the budget by then.
+const AGENT_STEPS: u64 = 2000;
 const LEARNING_STARTS: u64 = 200;
 const TRAIN_EVERY: u64 = 4;
 /// Seconds between the replay's periodic snapshots.
@@ -316,6 +318,9 @@ fn killed_components_recover_and_the_run_completes() {
     std::thread::sleep(Duration::from_millis(1500)); // some updates past the checkpoint
     let params = learner_service::RemoteParameters::new(&format!("http://127.0.0.1:{}", c.ports[2]), Duration::from_secs(5)).unwrap();
     let published = params.latest_version().unwrap() - 1; // wire version = updates + 1
+    for name in ["actor-0", "actor-1"] {
+        c.assert_running(name);
+    }
     c.sigkill("learner");
     let checkpoint_updates = field(&c.log("learner"), "learner checkpoint", "updates").unwrap();
     assert!(!finished(&mut c), "the budget ran out before the learner fault; raise AGENT_STEPS");

@@ -40,6 +40,15 @@
 //!   owes the updates again), the games reported since are missing from `episodes.csv`, and, if
 //!   an actor was also restarted after that checkpoint, its previous process's steps since the
 //!   checkpoint are not counted (the run does a few more steps than `train.agent_steps`).
+//! - **The budget is checkpointed before the actors hear `done`.** Actors that are told `done`
+//!   exit and report no more, so a learner killed after that point could not learn the run's
+//!   total again from them: resumed from an earlier periodic checkpoint, it would wait for steps
+//!   no actor will report. When the total first reaches the budget the learner therefore writes a
+//!   checkpoint (`step-<steps seen>-budget`, the step counts and games, no metrics row) and only
+//!   then answers `done`; a learner resumed from it (or from any checkpoint whose counts reach the
+//!   budget) answers `done` at once and runs the updates still due from the replay, the final
+//!   evaluation and `final_scores.json`. Found by `cli/tests/faults.rs` when the learner was
+//!   killed after the actors had stopped.
 //! - **Parameter versions never go back for an actor.** The version is the learner's update
 //!   count, so a resumed learner republishes versions the actors already passed; actors ignore
 //!   parameters not newer than theirs ([`VecActor::sync`], and the parameter clients) and act
@@ -242,7 +251,13 @@ impl DistributedLearner {
             checkpointed_at = Some(steps_seen);
             tracing::info!(agent_steps = steps_seen, updates = learner.updates(), "learner resumed from {}", loaded.dir.display());
         }
+        let budget_reached = progress_state.total() >= settings.train.agent_steps;
         let progress = Arc::new(ProgressBoard::new(settings.train.agent_steps, schedule, progress_state, learner.updates()));
+        if budget_reached {
+            // The checkpoint was written when the actors were told `done`: they may all have
+            // exited, and new ones must not start spending steps past the budget.
+            progress.finish();
+        }
         Ok(Self {
             settings,
             seed,
@@ -337,7 +352,11 @@ impl DistributedLearner {
             let total = self.progress.total_agent_steps().min(budget);
             metrics::gauge!(names::LEARNER_RUN_AGENT_STEPS).set(total as f64);
             metrics::gauge!(names::LEARNER_ACTORS).set(self.progress.active_actors(ACTIVE_WITHIN) as f64);
-            if total >= budget {
+            if total >= budget && !self.progress.is_done() {
+                // Before any actor hears `done` (and exits), the counts that say the budget is
+                // spent must be on disk: see "The budget is checkpointed" in the crate docs.
+                let name = format!("step-{:09}-budget", self.steps_seen);
+                self.save_checkpoint(&name)?;
                 self.progress.finish();
             }
             // Events (evaluations, rows, checkpoints) run at the agent-step points the learner
@@ -453,6 +472,15 @@ impl DistributedLearner {
     fn checkpoint(&mut self, replay: &dyn ReplayClient) -> anyhow::Result<()> {
         self.collect_games();
         self.log_row(replay)?;
+        let name = format!("step-{:09}", self.steps_seen);
+        self.save_checkpoint(&name)?;
+        self.checkpointed_at = Some(self.steps_seen);
+        Ok(())
+    }
+
+    /// Writes the learner and the run's accounting as checkpoint `name` and points `latest` at it.
+    fn save_checkpoint(&mut self, name: &str) -> anyhow::Result<()> {
+        self.collect_games();
         let (named, updates, optimizer_step) = self.learner.state();
         let state = LearnerState {
             optimizer_step,
@@ -463,9 +491,7 @@ impl DistributedLearner {
             metrics: self.metrics.clone(),
             settings: self.settings.clone(),
         };
-        let name = format!("step-{:09}", self.steps_seen);
-        permakey::checkpoint::save_named(&self.dir.join("checkpoints"), &name, CHECKPOINT_KIND, &state, named, updates, 0, serde_json::Value::Null, |_| Ok(()))?;
-        self.checkpointed_at = Some(self.steps_seen);
+        permakey::checkpoint::save_named(&self.dir.join("checkpoints"), name, CHECKPOINT_KIND, &state, named, updates, 0, serde_json::Value::Null, |_| Ok(()))?;
         tracing::info!(updates, "learner checkpoint {name}");
         Ok(())
     }

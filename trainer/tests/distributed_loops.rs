@@ -136,3 +136,82 @@ fn the_learner_keeps_the_schedule_stops_resumes_and_finishes_the_budget() {
     let error = DistributedLearner::new(s.clone(), 1, dir.path(), front(), toy_envs(), false).err().unwrap().to_string();
     assert!(error.contains("--resume"), "{error}");
 }
+
+/// The learner answers `done` only once a checkpoint on disk says the budget is spent: actors
+/// told `done` exit and report no more, so a learner killed after that (the faults test's SIGKILL
+/// once hung here) must be able to finish from what it left behind, with no actor running.
+#[test]
+fn a_learner_killed_after_the_actors_stopped_finishes_from_its_budget_checkpoint() {
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings();
+    s.train = TrainConfig { agent_steps: 600, eval_every: 0, final_eval_episodes: 4, ..s.train };
+    let replay = LocalReplay::new(s.replay.clone(), 4).unwrap();
+    let front = || Box::new(OracleKeypoints::new(Device::Cpu));
+    let checkpoints = dir.path().join("checkpoints");
+    // The largest run total any checkpoint on disk holds (its `progress` counts).
+    let total_on_disk = |checkpoints: &std::path::Path| -> u64 {
+        let Ok(entries) = std::fs::read_dir(checkpoints) else { return 0 };
+        entries
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("checkpoint.json")).ok())
+            .map(|text| {
+                let meta: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let progress = &meta["config"]["progress"];
+                progress["retired_steps"].as_u64().unwrap() + progress["actors"].as_object().unwrap().values().map(|v| v[1].as_u64().unwrap()).sum::<u64>()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+
+    let mut learner = DistributedLearner::new(s.clone(), 1, dir.path(), front(), toy_envs(), false).unwrap();
+    let board = learner.progress();
+    let watcher = {
+        let checkpoints = checkpoints.clone();
+        std::thread::spawn(move || {
+            while !board.is_done() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            total_on_disk(&checkpoints)
+        })
+    };
+    let (actors, scores) = segment(&mut learner, &s, &replay, 0, None);
+    assert_eq!(scores.expect("ran to the budget").updates, 200);
+    assert!(actors.iter().all(|a| a.finished_budget), "{actors:?}");
+    let on_disk_at_done = watcher.join().unwrap();
+    assert!(on_disk_at_done >= 600, "when the actors were told done, the checkpoints on disk held {on_disk_at_done} of 600 steps");
+    drop(learner);
+
+    // What a SIGKILL right after `done` leaves: the budget checkpoint, and no final scores.
+    let budget = std::fs::read_dir(&checkpoints).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).find(|n| n.ends_with("-budget")).expect("a budget checkpoint");
+    let killed = tempfile::tempdir().unwrap();
+    let copy = killed.path().join("checkpoints").join(&budget);
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in std::fs::read_dir(checkpoints.join(&budget)).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), copy.join(file.file_name())).unwrap();
+    }
+    std::fs::write(killed.path().join("checkpoints/latest"), &budget).unwrap();
+    let mut resumed = DistributedLearner::new(s.clone(), 1, killed.path(), front(), toy_envs(), true).unwrap();
+    assert!(resumed.progress().is_done(), "a learner resumed past the budget answers done at once");
+    assert!(resumed.learner().updates() < 200, "the budget checkpoint precedes the last updates ({} done)", resumed.learner().updates());
+    // No actor runs; a timer stops the learner (a failure) if it waits for steps that never come.
+    let (params, stop) = (LocalParameters::default(), AtomicBool::new(false));
+    let scores = std::thread::scope(|scope| {
+        let stop = &stop;
+        let timer = scope.spawn(move || {
+            let started = std::time::Instant::now();
+            while started.elapsed() < std::time::Duration::from_secs(120) && !stop.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            stop.store(true, Ordering::Release);
+        });
+        let mut priorities = replay.clone();
+        let scores = resumed.run(Box::new(replay.clone()), &mut priorities, &params, stop).unwrap();
+        stop.store(true, Ordering::Release);
+        timer.join().unwrap();
+        scores
+    });
+    let scores = scores.expect("the resumed learner finishes the budget without actors (it was stopped after 120 s)");
+    assert_eq!((scores.updates, scores.agent_steps), (200, 600), "the updates the budget makes due: (600 - 200) / 2");
+    assert!(killed.path().join("final_scores.json").exists());
+}
