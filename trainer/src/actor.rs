@@ -211,9 +211,62 @@ fn record_step(agent_steps: u64, frames_per_step: u64, epsilon: f64, finished: &
     }
 }
 
+/// Which finished games an evaluation counts: environment `i` of `n` counts its first `quota[i]`
+/// games, the quotas summing to the games asked for (`episodes / n`, the first `episodes % n`
+/// environments one more). The set of counted games is fixed before any is played, so the
+/// estimate is a mean over whole, independent games. Counting the first `episodes` games to
+/// finish across all environments instead (what this crate did before) over-represents short
+/// games whenever an environment plays more than one: the games still running when the count is
+/// reached are dropped, and in Atari the short games are mostly the low-scoring ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GameQuota {
+    quota: Vec<usize>,
+    games: Vec<Vec<(f32, u32)>>,
+}
+
+impl GameQuota {
+    /// Quotas for `episodes` games over `num_envs` environments.
+    pub fn new(episodes: usize, num_envs: usize) -> Self {
+        let quota = (0..num_envs).map(|i| episodes / num_envs.max(1) + usize::from(i < episodes % num_envs.max(1))).collect();
+        Self { quota, games: vec![Vec::new(); num_envs] }
+    }
+
+    /// Games environment `env` still has to finish.
+    pub fn missing(&self, env: usize) -> usize {
+        self.quota[env] - self.games[env].len()
+    }
+
+    /// Records a finished game of `env`; returns whether it counts.
+    pub fn record(&mut self, env: usize, game_return: f32, game_length: u32) -> bool {
+        let counts = self.missing(env) > 0;
+        if counts {
+            self.games[env].push((game_return, game_length));
+        }
+        counts
+    }
+
+    /// Every quota met.
+    pub fn complete(&self) -> bool {
+        (0..self.quota.len()).all(|i| self.missing(i) == 0)
+    }
+
+    /// The counted games, environment by environment, each in the order it played them.
+    pub fn into_results(self) -> Vec<(f32, u32)> {
+        self.games.into_iter().flatten().collect()
+    }
+}
+
+/// Environments an evaluation of `episodes` games needs at most: more would play games that
+/// are never counted.
+pub fn eval_env_count(eval_envs: usize, episodes: usize) -> usize {
+    eval_envs.min(episodes).max(1)
+}
+
 /// Greedy evaluation (spec 8): `episodes` whole games in `env` (no life-loss terminal, raw
-/// scores), LSTM reset per game, epsilon `epsilon` (0 in the paper). Games are counted in the
-/// order they finish (ties by environment index), so the result is a function of the seeds.
+/// scores), LSTM reset per game, epsilon `epsilon` (0 in the paper). Each environment counts a
+/// fixed number of its games ([`GameQuota`]), so the result is an unbiased mean over whole games
+/// and a function of the seeds; an environment past its quota keeps stepping (the vector steps
+/// together) but its games are not counted.
 pub fn evaluate(agent: &KeypointAgent, front: &dyn KeypointModel, env: &mut dyn VecEnv, episodes: usize, epsilon: f64, seed: u64) -> anyhow::Result<Vec<(f32, u32)>> {
     let n = env.num_envs();
     let [h, w, c] = env.obs_shape().map(|x| x as i64);
@@ -221,9 +274,9 @@ pub fn evaluate(agent: &KeypointAgent, front: &dyn KeypointModel, env: &mut dyn 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut obs = env.reset()?.to_vec();
     let mut state = LstmState::zeros(n as i64, device);
-    let mut results = Vec::new();
+    let mut quota = GameQuota::new(episodes, n);
     let mut safety = 0u64;
-    while results.len() < episodes {
+    while !quota.complete() {
         let frames = frames_to_tensor(&obs, n as i64, h, w, c, device);
         let out = front.keypoints(&frames);
         let (q, next) = agent.step(&out.centres, &out.features, &state);
@@ -238,8 +291,8 @@ pub fn evaluate(agent: &KeypointAgent, front: &dyn KeypointModel, env: &mut dyn 
             if s.terminated || s.truncated {
                 keep[i] = 0.0;
             }
-            if s.game_over && results.len() < episodes {
-                results.push((s.game_return, s.game_length));
+            if s.game_over {
+                quota.record(i, s.game_return, s.game_length);
             }
         }
         obs.copy_from_slice(next_obs);
@@ -248,5 +301,80 @@ pub fn evaluate(agent: &KeypointAgent, front: &dyn KeypointModel, env: &mut dyn 
         safety += 1;
         anyhow::ensure!(safety < 10_000_000, "evaluation did not finish {episodes} games");
     }
-    Ok(results)
+    Ok(quota.into_results())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::EnvStep;
+
+    #[test]
+    fn quotas_split_the_games_and_count_each_environments_first_games() {
+        assert_eq!(GameQuota::new(10, 4).quota, [3, 3, 2, 2]);
+        assert_eq!(GameQuota::new(3, 3).quota, [1, 1, 1]);
+        assert_eq!(GameQuota::new(2, 4).quota, [1, 1, 0, 0]);
+        assert_eq!((eval_env_count(5, 10), eval_env_count(5, 3), eval_env_count(4, 0)), (5, 3, 1));
+        // 4 games on 2 environments. Environment 0 plays short games worth 10, environment 1
+        // long games worth 100: 0 finishes three before 1 finishes its first.
+        let mut q = GameQuota::new(4, 2);
+        assert!(q.record(0, 10.0, 5) && q.record(0, 10.0, 5));
+        assert!(!q.record(0, 10.0, 5), "past its quota of 2");
+        assert!(!q.complete());
+        assert!(q.record(1, 100.0, 50));
+        assert_eq!(q.missing(1), 1);
+        assert!(q.record(1, 100.0, 50) && q.complete());
+        let results = q.into_results();
+        assert_eq!(results, [(10.0, 5), (10.0, 5), (100.0, 50), (100.0, 50)]);
+        // Mean 55; the first four games to finish (10, 10, 10, 100) would have given 32.5.
+        assert_eq!(results.iter().map(|r| r.0).sum::<f32>() / 4.0, 55.0);
+    }
+
+    /// Two environments whose games last `lengths[i]` steps and score `returns[i]`.
+    struct Scripted {
+        lengths: [u32; 2],
+        returns: [f32; 2],
+        played: [u32; 2],
+        obs: Vec<u8>,
+    }
+
+    impl VecEnv for Scripted {
+        fn num_envs(&self) -> usize {
+            2
+        }
+        fn num_actions(&self) -> usize {
+            3
+        }
+        fn obs_shape(&self) -> [usize; 3] {
+            [84, 84, 3]
+        }
+        fn reset(&mut self) -> anyhow::Result<&[u8]> {
+            Ok(&self.obs)
+        }
+        fn step(&mut self, _actions: &[usize]) -> anyhow::Result<(&[u8], Vec<EnvStep>)> {
+            let steps = (0..2)
+                .map(|i| {
+                    self.played[i] += 1;
+                    let over = self.played[i] == self.lengths[i];
+                    let step = EnvStep { reward: 0.0, terminated: over, truncated: false, game_over: over, game_return: if over { self.returns[i] } else { 0.0 }, game_length: self.played[i] };
+                    if over {
+                        self.played[i] = 0;
+                    }
+                    step
+                })
+                .collect();
+            Ok((&self.obs, steps))
+        }
+    }
+
+    #[test]
+    fn evaluation_counts_each_environments_share_not_the_first_games_to_finish() {
+        let front = crate::toy::OracleKeypoints::new(Device::Cpu);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let agent = KeypointAgent::new(&vs.root(), &AgentConfig::default(), front_end_shape(&front), 3);
+        let mut env = Scripted { lengths: [1, 5], returns: [10.0, 100.0], played: [0; 2], obs: vec![0; 2 * 84 * 84 * 3] };
+        // Environment 0 finishes five 1-step games before environment 1 finishes its first.
+        let results = evaluate(&agent, &front, &mut env, 4, 0.0, 7).unwrap();
+        assert_eq!(results, [(10.0, 1), (10.0, 1), (100.0, 5), (100.0, 5)], "two games of each environment");
+    }
 }

@@ -54,7 +54,8 @@ pub struct TrainConfig {
     /// with 2s); an odd number, so the median seed exists. The reported score is the median over
     /// seeds of the per-seed mean, with that seed's standard deviation.
     pub final_eval_seeds: Vec<u64>,
-    /// Parallel environments of an evaluation.
+    /// Parallel environments of an evaluation (at most its game count is created); each counts
+    /// a fixed share of the games ([`crate::actor::GameQuota`]).
     pub eval_envs: usize,
     /// Agent steps between checkpoints (0 = only at the end). Checkpoints cut every running
     /// episode (see the crate docs): resuming from one continues exactly.
@@ -85,7 +86,7 @@ impl Default for TrainConfig {
             eval_episodes: 10,
             final_eval_episodes: 10,
             final_eval_seeds: vec![1, 2, 3, 4, 5],
-            eval_envs: 5,
+            eval_envs: 10,
             checkpoint_every: 25_000,
             clip_rewards: true,
             mode: TrainMode::Lockstep,

@@ -827,7 +827,7 @@ pub(crate) fn write_run_logs(dir: &Path, metrics: &[MetricsRow], evals: &[EvalRe
 
 /// Periodic evaluation number `index` (spec 8) of the learner's online network at `agent_steps`.
 pub(crate) fn periodic_evaluation(learner: &Learner, front: &dyn KeypointModel, envs: &mut EnvFactory, t: &TrainConfig, seed: u64, index: u64, agent_steps: u64) -> anyhow::Result<EvalRecord> {
-    let mut env = envs(EnvRole::Eval { num_envs: t.eval_envs }, derive_seed(seed, 5, index))?;
+    let mut env = envs(EnvRole::Eval { num_envs: crate::actor::eval_env_count(t.eval_envs, t.eval_episodes) }, derive_seed(seed, 5, index))?;
     let (_, agent) = learner.online();
     let results = evaluate(agent, front, env.as_mut(), t.eval_episodes, 0.0, derive_seed(seed, 6, index))?;
     let record = EvalRecord::new(agent_steps, learner.updates(), &results);
@@ -851,7 +851,7 @@ pub(crate) fn final_evaluation(
     let mut per_seed = Vec::new();
     for &eval_seed in &t.final_eval_seeds {
         // Spec 8: the environments of evaluation seed s are seeded with 2s.
-        let mut env = envs(EnvRole::Eval { num_envs: t.eval_envs }, 2 * eval_seed)?;
+        let mut env = envs(EnvRole::Eval { num_envs: crate::actor::eval_env_count(t.eval_envs, t.final_eval_episodes) }, 2 * eval_seed)?;
         let (_, agent) = learner.online();
         let results = evaluate(agent, front, env.as_mut(), t.final_eval_episodes, 0.0, derive_seed(seed, 7, eval_seed))?;
         let record = EvalRecord::new(agent_steps, learner.updates(), &results);
