@@ -174,13 +174,13 @@ impl FeatureCache {
             (Some(computed), _) if missing.len() == n => computed.shallow_clone(),
             (None, Some(slab)) => {
                 let slots: Vec<i64> = rows.iter().map(|r| *r.as_ref().expect("every row cached")).collect();
-                from_rows(slab.index_select(0, &Tensor::from_slice(&slots).to_device(device)), self.channels_last)
+                self.slab_rows(slab, &slots)
             }
             (Some(computed), _) => {
                 // Rows of `cat([cached maps, computed])`, in batch order.
                 let slots: Vec<i64> = rows.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
                 let cached_part = match &self.slab {
-                    Some(slab) if !slots.is_empty() => Some(from_rows(slab.index_select(0, &Tensor::from_slice(&slots).to_device(device)), self.channels_last)),
+                    Some(slab) if !slots.is_empty() => Some(self.slab_rows(slab, &slots)),
                     _ => None,
                 };
                 let base = slots.len() as i64;
@@ -209,6 +209,11 @@ impl FeatureCache {
             self.insert(keys, &missing, computed);
         }
         CachedFeatures { features, cached: n - missing.len(), computed: missing.len() }
+    }
+
+    /// The maps in slab rows `slots`, as `N x C x H x W` with the slab's layout.
+    fn slab_rows(&self, slab: &Tensor, slots: &[i64]) -> Tensor {
+        from_rows(slab.index_select(0, &Tensor::from_slice(slots).to_device(slab.device())), self.channels_last)
     }
 
     /// Copies `computed` (row `j` the map of `keys[missing[j]]`) into the ring's next slots,

@@ -227,7 +227,8 @@ pub struct GameQuota {
 impl GameQuota {
     /// Quotas for `episodes` games over `num_envs` environments.
     pub fn new(episodes: usize, num_envs: usize) -> Self {
-        let quota = (0..num_envs).map(|i| episodes / num_envs.max(1) + usize::from(i < episodes % num_envs.max(1))).collect();
+        let envs = num_envs.max(1);
+        let quota = (0..num_envs).map(|i| episodes / envs + usize::from(i < episodes % envs)).collect();
         Self { quota, games: vec![Vec::new(); num_envs] }
     }
 

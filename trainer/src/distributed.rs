@@ -355,8 +355,8 @@ impl DistributedLearner {
             if total >= budget && !self.progress.is_done() {
                 // Before any actor hears `done` (and exits), the counts that say the budget is
                 // spent must be on disk: see "The budget is checkpointed" in the crate docs.
-                let name = format!("step-{:09}-budget", self.steps_seen);
-                self.save_checkpoint(&name)?;
+                self.collect_games();
+                self.save_checkpoint(&format!("step-{:09}-budget", self.steps_seen))?;
                 self.progress.finish();
             }
             // Events (evaluations, rows, checkpoints) run at the agent-step points the learner
@@ -478,9 +478,9 @@ impl DistributedLearner {
         Ok(())
     }
 
-    /// Writes the learner and the run's accounting as checkpoint `name` and points `latest` at it.
+    /// Writes the learner and the run's accounting (games collected so far) as checkpoint `name`
+    /// and points `latest` at it.
     fn save_checkpoint(&mut self, name: &str) -> anyhow::Result<()> {
-        self.collect_games();
         let (named, updates, optimizer_step) = self.learner.state();
         let state = LearnerState {
             optimizer_step,
