@@ -595,6 +595,7 @@ mod tests {
             ("nonsense", "KEY=VALUE"),
             ("env.frame_skip=four", "frame_skip"),
             ("logging.format=xml", "logging.format"),
+            ("train.eval_episodes=0", "train.eval_episodes must be at least 1"),
         ];
         for (flag, needle) in cases {
             let err = Config::load(None, no_env(), &[flag.to_owned()]).unwrap_err().to_string();

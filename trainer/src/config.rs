@@ -103,6 +103,7 @@ impl TrainConfig {
         anyhow::ensure!(self.parameter_sync_every > 0, "train.parameter_sync_every must be at least 1");
         anyhow::ensure!(self.eval_envs > 0, "train.eval_envs must be at least 1");
         anyhow::ensure!(self.final_eval_episodes > 0, "train.final_eval_episodes must be at least 1");
+        anyhow::ensure!(self.eval_every == 0 || self.eval_episodes > 0, "train.eval_episodes must be at least 1 while train.eval_every is set (0 turns periodic evaluation off)");
         anyhow::ensure!(
             self.final_eval_seeds.len() % 2 == 1,
             "train.final_eval_seeds must hold an odd number of seeds (the score is the median seed's), got {}",
