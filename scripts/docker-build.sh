@@ -24,8 +24,14 @@ for b in permakey-rl replay-server keypoint-server learner actor; do
   [[ -x target/release/$b ]] || { echo "docker-build: error: target/release/$b is missing (cargo build --release -p permakey-rl --bins)" >&2; exit 1; }
 done
 start=$(date +%s)
-log "building permakey-rl:$tag"
-docker build -q -f deploy/docker/Dockerfile -t "permakey-rl:$tag" . >/dev/null
-log "building prometheus:$tag"
-docker build -q -f deploy/docker/prometheus.Dockerfile -t "prometheus:$tag" . >/dev/null
+# The two builds run side by side (each mostly waits on apt downloads and layer commits), and
+# Prometheus' context is its own folder (one file) rather than the repository's 1.2 GB of binaries
+# and libtorch: together 116 s -> see BENCHMARKS.md "Build and test time".
+log "building permakey-rl:$tag and prometheus:$tag"
+docker build -q -f deploy/docker/Dockerfile -t "permakey-rl:$tag" . >/dev/null &
+main_build=$!
+prometheus_ok=1
+docker build -q -f deploy/docker/prometheus.Dockerfile -t "prometheus:$tag" deploy/prometheus >/dev/null || prometheus_ok=0
+wait "$main_build" || { echo "docker-build: error: building permakey-rl:$tag failed (deploy/docker/Dockerfile)" >&2; exit 1; }
+[[ $prometheus_ok == 1 ]] || { echo "docker-build: error: building prometheus:$tag failed (deploy/docker/prometheus.Dockerfile)" >&2; exit 1; }
 log "images ready in $(( $(date +%s) - start )) s: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^(permakey-rl|prometheus):$tag " | tr '\n' ' ')"

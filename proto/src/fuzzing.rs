@@ -1,5 +1,5 @@
 //! Entry point for fuzzing message validation (`fuzz/fuzz_targets/wire_messages.rs` with
-//! cargo-fuzz; the short proptest run in `replay/service/tests/fuzz_wire.rs`).
+//! cargo-fuzz; the short proptest run in `replay/service/tests/integration/fuzz_wire.rs`).
 //!
 //! [`decode_and_validate`] treats the first byte as a selector of the message a server receives
 //! (every request type of `permakey.v1`, plus the [`Parameters`] and [`InferResponse`] a client

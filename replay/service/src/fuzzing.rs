@@ -1,5 +1,5 @@
 //! Entry point for fuzzing what the replay service does with a client's bytes
-//! (`fuzz/fuzz_targets/wire_messages.rs`; the short proptest run in `tests/fuzz_wire.rs`):
+//! (`fuzz/fuzz_targets/wire_messages.rs`; the short proptest run in `tests/integration/fuzz_wire.rs`):
 //! [`pkrl_proto::fuzzing::decode_and_validate`] on every message type, then, for a message the
 //! replay service takes, the server's own path: an insert's sequences converted to library
 //! sequences and inserted into a small table, a priority update applied to it, a sample drawn.

@@ -1,6 +1,6 @@
 //! The parameter service on 127.0.0.1: fetch, follow, version order, restarts and shutdown.
 
-mod support;
+use crate::support;
 
 use std::{sync::Arc, time::Duration};
 

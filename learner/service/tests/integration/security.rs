@@ -2,7 +2,7 @@
 //! token or with a wrong one is refused with `UNAUTHENTICATED` (a refused `ReportProgress`
 //! counts no steps), the right token works, and health needs none.
 
-mod support;
+use crate::support;
 
 use std::{
     sync::Arc,

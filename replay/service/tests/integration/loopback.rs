@@ -1,7 +1,7 @@
 //! The replay service on 127.0.0.1, in process: the calls, bad input, the rate limiter and
 //! snapshots. The `replay-server` binary's own test is `cli/tests/replay_server.rs`.
 
-mod support;
+use crate::support;
 
 use std::{path::Path, time::Duration};
 

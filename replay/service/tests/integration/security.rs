@@ -4,7 +4,7 @@
 //! certificate made here), a client trusting the certificate works and a plaintext client or
 //! one trusting another certificate does not.
 
-mod support;
+use crate::support;
 
 use std::{
     path::{Path, PathBuf},
