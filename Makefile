@@ -28,7 +28,7 @@ run: setup
 	$(CARGO) run --release -p permakey-rl -- run $(RUN_ARGS)
 
 test: setup
-	CARGO=$(CARGO) scripts/test.sh
+	$(CARGO) test --workspace --release --no-fail-fast
 
 bench: setup
 	@scripts/setup.sh --bench

@@ -26,7 +26,7 @@ done
 start=$(date +%s)
 # The two builds run side by side (each mostly waits on apt downloads and layer commits), and
 # Prometheus' context is its own folder (one file) rather than the repository's 1.2 GB of binaries
-# and libtorch: together 116 s -> see BENCHMARKS.md "Build and test time".
+# and libtorch: 83 s -> 60 s for the two images, BENCHMARKS.md "Build and test time".
 log "building permakey-rl:$tag and prometheus:$tag"
 docker build -q -f deploy/docker/Dockerfile -t "permakey-rl:$tag" . >/dev/null &
 main_build=$!
