@@ -36,3 +36,11 @@ pub fn create_run_dir(config: &Config) -> anyhow::Result<PathBuf> {
     std::fs::write(dir.join("config.toml"), config.to_toml()).with_context(|| format!("cannot write {}/config.toml", dir.display()))?;
     Ok(dir)
 }
+
+/// Applies the config's process-wide libtorch settings (today `matmul_precision`) and logs them;
+/// every binary calls it once, after its config is read and before it builds a model.
+pub fn apply_torch_settings(config: &Config) -> anyhow::Result<()> {
+    permakey::set_matmul_precision(config.matmul_precision).map_err(anyhow::Error::msg)?;
+    tracing::info!(matmul_precision = %config.matmul_precision, tf32_matmul = permakey::tf32_matmul_allowed(), "float32 matmul precision");
+    Ok(())
+}

@@ -164,6 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.common.load()?;
     let _span = init_tracing("permakey-rl", &config.logging);
     tracing::info!("{malloc}");
+    permakey_rl::apply_torch_settings(&config)?;
     match cli.command {
         Command::Run { resume } => {
             let _metrics = pkrl_telemetry::install(config.metrics.listen, "permakey-rl", &[])?;
@@ -276,7 +277,7 @@ fn run_keypoints(config: &pkrl_config::Config, command: KeypointsCommand) -> any
         KeypointsCommand::Bench { batches, seconds } => {
             let device = permakey::resolve_device(config.device)?;
             let rows = keypoints::bench(config, &batches, seconds)?;
-            println!("PermaKey ({:?}, {} threads)\n", device, tch::get_num_threads());
+            println!("PermaKey ({:?}, {} threads, float32 matmul precision {})\n", device, tch::get_num_threads(), config.matmul_precision);
             println!("| batch | train steps/s | train frames/s | inference frames/s | encoder-only frames/s |");
             println!("|---:|---:|---:|---:|---:|");
             for r in rows {

@@ -137,6 +137,11 @@ fn doctor_trains_a_conv_net_on_cpu() {
         permakey_rl(&["--device", "cpu", "doctor", "--iterations", "3", "--batch", "4", "--json", json.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("device: --device cpu -> Cpu"), "{stdout}");
+    // The runtime line reports libtorch's own reading of the matmul precision the binary applied.
+    assert!(stdout.contains("tf32_matmul=false"), "{stdout}");
+    let (ok, stdout, stderr) =
+        permakey_rl(&["--device", "cpu", "--set", "matmul_precision=high", "doctor", "--iterations", "3", "--batch", "4"]);
+    assert!(ok && stdout.contains("tf32_matmul=true"), "{stdout}{stderr}");
     let timing: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     assert!(timing["last_loss"].as_f64().unwrap() < timing["first_loss"].as_f64().unwrap(), "{timing}");
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use atari::{EnvConfig, NoiseType, Preset};
 pub use permakey::{
-    dataset::CollectDatasetConfig, train::PretrainConfig, transporter::TransporterConfig, DeviceChoice, PermaKeyConfig,
+    dataset::CollectDatasetConfig, train::PretrainConfig, transporter::TransporterConfig, DeviceChoice, MatmulPrecision, PermaKeyConfig,
 };
 
 pub use actor::SequenceWriterConfig;
@@ -263,6 +263,9 @@ pub struct MetricsConfig {
 pub struct Config {
     /// Accelerator: auto, cpu or cuda.
     pub device: DeviceChoice,
+    /// Float32 matmul precision on CUDA: highest (full float32, PyTorch's default) or high (TF32
+    /// tensor cores on Ampere and later); no effect on the CPU (`permakey::precision`).
+    pub matmul_precision: MatmulPrecision,
     /// Named protocol (`atari100k` or `permakeyrepo`); fixes the budget and evaluation.
     pub preset: Preset,
     pub run: RunConfig,
@@ -307,6 +310,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             device: DeviceChoice::Auto,
+            matmul_precision: MatmulPrecision::Highest,
             preset: Preset::Atari100k,
             run: RunConfig::default(),
             env: Preset::Atari100k.train_env("MsPacman"),
@@ -596,6 +600,7 @@ mod tests {
             ("env.frame_skip=four", "frame_skip"),
             ("logging.format=xml", "logging.format"),
             ("train.eval_episodes=0", "train.eval_episodes must be at least 1"),
+            ("matmul_precision=medium", "matmul_precision"),
         ];
         for (flag, needle) in cases {
             let err = Config::load(None, no_env(), &[flag.to_owned()]).unwrap_err().to_string();

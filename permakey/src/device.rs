@@ -65,11 +65,12 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
 /// A one-line description of the libtorch runtime, for logs and `permakey-rl doctor`.
 pub fn describe_runtime() -> String {
     format!(
-        "libtorch threads={} cuda_available={} cuda_devices={} cudnn={}",
+        "libtorch threads={} cuda_available={} cuda_devices={} cudnn={} tf32_matmul={}",
         tch::get_num_threads(),
         tch::Cuda::is_available(),
         tch::Cuda::device_count(),
-        tch::Cuda::cudnn_is_available()
+        tch::Cuda::cudnn_is_available(),
+        crate::precision::tf32_matmul_allowed()
     )
 }
 

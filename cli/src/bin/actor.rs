@@ -36,6 +36,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let id = permakey_rl::cluster::actor_id(&args.id)?;
     let _span = init_tracing("actor", &config.logging);
     tracing::info!("{malloc}");
+    permakey_rl::apply_torch_settings(&config)?;
     let _metrics = pkrl_telemetry::install(config.metrics.listen, "actor", &[("actor_id", id.to_string())])?;
     let summary = permakey_rl::cluster::run_actor_process(&config, id, args.idle_when_done)?;
     let games = match summary.games.len() {

@@ -29,6 +29,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = args.common.load()?;
     let _span = init_tracing("keypoint-service", &config.logging);
     tracing::info!("{malloc}");
+    permakey_rl::apply_torch_settings(&config)?;
     let _metrics = pkrl_telemetry::install(config.metrics.listen, "keypoint-service", &[])?;
     let report = permakey_rl::cluster::run_keypoint_server(&config, args.listen)?;
     tracing::info!(stats = ?report, "keypoint service stopped");

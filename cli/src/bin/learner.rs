@@ -40,6 +40,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = args.common.load()?;
     let _span = init_tracing("learner", &config.logging);
     tracing::info!("{malloc}");
+    permakey_rl::apply_torch_settings(&config)?;
     let _metrics = pkrl_telemetry::install(config.metrics.listen, "learner", &[])?;
     let resume = if args.resume_or_start {
         anyhow::ensure!(!config.run.name.is_empty(), "--resume-or-start needs the run's name: --set run.name=<folder under {}>", config.run.out_dir.display());

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Issue 11's GPU checks as one prepared script, for a session that is lent a device machine (its
+# time is short: build here, carry the binary, run this once). Build first: `make cuda`. Then:
+#   run(command="scripts/gpu-check.sh", carry=["target/cuda/release/permakey-rl", ".deps/roms"], timeout_s=540)
+# It writes to $OUT (the device tool's output folder; default gpu-check/ here):
+#   doctor.txt                     the runtime (GPU, cuDNN, TF32) and a conv train step
+#   bench-highest.md, bench-high.md   `keypoints bench` at the reference sizes, full float32 vs TF32
+#   atari100k/                     a single-seed Atari-100k run (config/example.toml, MsPacman), its
+#                                  config, metrics.csv, eval.csv, final_scores.json (per-phase timing)
+#                                  and log; cut at RUN_SECONDS, when its metrics.csv still gives the rates
+# PRECISION (default high) is the run's matmul_precision; RUN_SECONDS (default 360) its time limit.
+# DEVICE, BATCHES and CONFIG exist to try the script itself on a CPU machine, e.g.
+#   DEVICE=cpu BATCHES=1 CONFIG=config/quick.toml RUN_SECONDS=30 PYTHON=.deps/torch-cuda/bin/python scripts/gpu-check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/cuda/release/permakey-rl}
+OUT=${OUT:-gpu-check}
+PRECISION=${PRECISION:-high}
+RUN_SECONDS=${RUN_SECONDS:-360}
+DEVICE=${DEVICE:-cuda}
+BATCHES=${BATCHES:-1,32,256}
+CONFIG=${CONFIG:-config/example.toml}
+[ -x "$BIN" ] || { echo "gpu-check: error: $BIN missing; build it with \`make cuda\` and carry it" >&2; exit 1; }
+[ -f .deps/roms/md5.json ] || { echo "gpu-check: error: .deps/roms/md5.json missing; carry .deps/roms" >&2; exit 1; }
+export PERMAKEY_ROM_DIR=$PWD/.deps/roms
+mkdir -p "$OUT/atari100k"
+run() { scripts/run-cuda.sh "$BIN" "$@"; }
+stamp() { echo "[gpu-check] $(date +%H:%M:%S) $*"; }
+
+stamp "doctor"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; run --device $DEVICE doctor --batch 32; } >"$OUT/doctor.txt" 2>&1
+tail -5 "$OUT/doctor.txt"
+for precision in highest high; do
+  stamp "keypoints bench, matmul_precision=$precision"
+  run --config "$CONFIG" --device $DEVICE --set matmul_precision=$precision \
+    keypoints bench --batches "$BATCHES" --seconds 3 >"$OUT/bench-$precision.md" 2>"$OUT/bench-$precision.log"
+  cat "$OUT/bench-$precision.md"
+done
+
+stamp "$CONFIG single seed (matmul_precision=$PRECISION), at most $RUN_SECONDS s"
+start=$(date +%s)
+timeout "$RUN_SECONDS" scripts/run-cuda.sh "$BIN" --config "$CONFIG" --device $DEVICE \
+  --set matmul_precision=$PRECISION --set run.out_dir=runs/gpu-check --set run.name=atari100k \
+  run >"$OUT/atari100k/log.txt" 2>&1
+rc=$?
+echo "exit $rc after $(( $(date +%s) - start )) s (124: cut at RUN_SECONDS)" | tee -a "$OUT/atari100k/log.txt"
+for f in config.toml metrics.csv eval.csv final_scores.json; do
+  [ -f "runs/gpu-check/atari100k/$f" ] && cp "runs/gpu-check/atari100k/$f" "$OUT/atari100k/"
+done
+tail -3 "$OUT/atari100k/log.txt"
+stamp "done"
