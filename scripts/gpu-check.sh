@@ -8,9 +8,10 @@
 #   atari100k/                     a single-seed Atari-100k run (config/example.toml, MsPacman), its
 #                                  config, metrics.csv, eval.csv, final_scores.json (per-phase timing)
 #                                  and log; cut at RUN_SECONDS, when its metrics.csv still gives the rates
-# PRECISION (default high) is the run's matmul_precision; RUN_SECONDS (default 360) its time limit.
+# PRECISION (default high) is the run's matmul_precision; RUN_SECONDS (default 360) its time limit;
+# CACHE_MIB (default 47104, the ~46 GiB a whole run's frames take) its learner feature cache in GPU memory.
 # DEVICE, BATCHES and CONFIG exist to try the script itself on a CPU machine, e.g.
-#   DEVICE=cpu BATCHES=1 CONFIG=config/quick.toml RUN_SECONDS=30 PYTHON=.deps/torch-cuda/bin/python scripts/gpu-check.sh
+#   DEVICE=cpu BATCHES=1 CONFIG=config/quick.toml CACHE_MIB=256 RUN_SECONDS=90 PYTHON=.deps/torch-cuda/bin/python scripts/gpu-check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/cuda/release/permakey-rl}
@@ -20,6 +21,7 @@ RUN_SECONDS=${RUN_SECONDS:-360}
 DEVICE=${DEVICE:-cuda}
 BATCHES=${BATCHES:-1,32,256}
 CONFIG=${CONFIG:-config/example.toml}
+CACHE_MIB=${CACHE_MIB:-47104}
 [ -x "$BIN" ] || { echo "gpu-check: error: $BIN missing; build it with \`make cuda\` and carry it" >&2; exit 1; }
 [ -f .deps/roms/md5.json ] || { echo "gpu-check: error: .deps/roms/md5.json missing; carry .deps/roms" >&2; exit 1; }
 export PERMAKEY_ROM_DIR=$PWD/.deps/roms
@@ -40,7 +42,7 @@ done
 stamp "$CONFIG single seed (matmul_precision=$PRECISION), at most $RUN_SECONDS s"
 start=$(date +%s)
 timeout "$RUN_SECONDS" scripts/run-cuda.sh "$BIN" --config "$CONFIG" --device $DEVICE \
-  --set matmul_precision=$PRECISION --set run.out_dir=runs/gpu-check --set run.name=atari100k \
+  --set matmul_precision=$PRECISION --set learner.feature_cache_mib=$CACHE_MIB --set run.out_dir=runs/gpu-check --set run.name=atari100k \
   run >"$OUT/atari100k/log.txt" 2>&1
 rc=$?
 echo "exit $rc after $(( $(date +%s) - start )) s (124: cut at RUN_SECONDS)" | tee -a "$OUT/atari100k/log.txt"
