@@ -20,7 +20,7 @@
 //! - On the CPU "high" changes nothing (a test checks products bit for bit).
 //! - It is process-wide state of libtorch, set once by each binary after its config is read.
 
-use std::{ffi::CString, fmt, str::FromStr};
+use std::{ffi::CString, fmt};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,17 +45,6 @@ impl MatmulPrecision {
         match self {
             Self::Highest => "highest",
             Self::High => "high",
-        }
-    }
-}
-
-impl FromStr for MatmulPrecision {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "highest" => Ok(Self::Highest),
-            "high" => Ok(Self::High),
-            _ => Err(format!("unknown matmul precision '{text}': expected highest or high")),
         }
     }
 }
@@ -89,11 +78,9 @@ mod tests {
     use tch::{Device, Kind, Tensor};
 
     #[test]
-    fn parses_names_and_rejects_unknown() {
-        assert_eq!("highest".parse(), Ok(MatmulPrecision::Highest));
-        assert_eq!(" High ".parse(), Ok(MatmulPrecision::High));
-        assert_eq!("medium".parse::<MatmulPrecision>().unwrap_err(), "unknown matmul precision 'medium': expected highest or high");
+    fn default_and_names_are_pytorchs() {
         assert_eq!(MatmulPrecision::default().to_string(), "highest");
+        assert_eq!(MatmulPrecision::High.to_string(), "high");
     }
 
     // One test, because the setting is process-wide: switching it is read back by libtorch, and on
