@@ -2,12 +2,14 @@
 # Issue 11's GPU checks as one prepared script, for a session that is lent a device machine (its
 # time is short: build here, carry the binary, run this once). Build first: `make cuda`. Then:
 #   run(command="scripts/gpu-check.sh", carry=["target/cuda/release/permakey-rl", ".deps/roms"], timeout_s=540)
-# It writes to $OUT (the device tool's output folder; default gpu-check/ here):
+# It writes to $OUT (the device tool's output folder; default gpu-check/ here), packed at the end
+# into $OUT/gpu-check.tgz with only doctor.txt and the bench tables left beside it:
 #   doctor.txt                     the runtime (GPU, cuDNN, TF32) and a conv train step
 #   bench-highest.md, bench-high.md   `keypoints bench` at the reference sizes, full float32 vs TF32
 #   atari100k/                     a single-seed Atari-100k run (config/example.toml, MsPacman), its
 #                                  config, metrics.csv, eval.csv, final_scores.json (per-phase timing)
-#                                  and log; cut at RUN_SECONDS, when its metrics.csv still gives the rates
+#                                  and log; cut at RUN_SECONDS, when its metrics.csv still gives the rates;
+#                                  utilisation.txt: every 10 s the load average, GPU utilisation, GPU memory
 # PRECISION (default high) is the run's matmul_precision; RUN_SECONDS (default 360) its time limit;
 # CACHE_MIB (default 47104, the ~46 GiB a whole run's frames take) its learner feature cache in GPU memory.
 # DEVICE, BATCHES and CONFIG exist to try the script itself on a CPU machine, e.g.
@@ -41,13 +43,24 @@ done
 
 stamp "$CONFIG single seed (matmul_precision=$PRECISION), at most $RUN_SECONDS s"
 start=$(date +%s)
-timeout "$RUN_SECONDS" scripts/run-cuda.sh "$BIN" --config "$CONFIG" --device $DEVICE \
+# every 10 s: seconds since start, load average, GPU utilisation and memory (who is the bottleneck)
+( while sleep 10; do
+    echo "$(( $(date +%s) - start )) $(cut -d' ' -f1 /proc/loadavg) $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null | tr -d '\n')"
+  done ) >"$OUT/atari100k/utilisation.txt" 2>&1 &
+sampler=$!
+timeout -k 20 "$RUN_SECONDS" scripts/run-cuda.sh "$BIN" --config "$CONFIG" --device $DEVICE \
   --set matmul_precision=$PRECISION --set learner.feature_cache_mib=$CACHE_MIB --set run.out_dir=runs/gpu-check --set run.name=atari100k \
   run >"$OUT/atari100k/log.txt" 2>&1
 rc=$?
+kill $sampler 2>/dev/null
 echo "exit $rc after $(( $(date +%s) - start )) s (124: cut at RUN_SECONDS)" | tee -a "$OUT/atari100k/log.txt"
-for f in config.toml metrics.csv eval.csv final_scores.json; do
-  [ -f "runs/gpu-check/atari100k/$f" ] && cp "runs/gpu-check/atari100k/$f" "$OUT/atari100k/"
-done
+# every csv/json/toml of the run folder (the trainer's and the pre-training's), not the checkpoints
+out_abs=$(cd "$OUT/atari100k" && pwd)
+[ -d runs/gpu-check/atari100k ] && (cd runs/gpu-check/atari100k && find . -path '*/checkpoints' -prune -o \
+  -type f \( -name '*.csv' -o -name '*.json' -o -name '*.toml' \) -exec cp --parents {} "$out_abs/" \;)
 tail -3 "$OUT/atari100k/log.txt"
+# The device tool returns at most 8 files per call: everything goes into one archive, and only the
+# archive, the doctor's output and the two bench tables stay loose.
+tar czf "$OUT.tgz" -C "$OUT" . && mv "$OUT.tgz" "$OUT/gpu-check.tgz" && rm -rf "$OUT/atari100k" "$OUT"/*.log
+ls "$OUT"
 stamp "done"
