@@ -1,5 +1,5 @@
-//! Compiles `csrc/precision.cpp` (libtorch's float32 matmul precision, see `src/precision.rs`)
-//! against the headers of the libtorch that torch-sys links. torch-sys reports its library folder
+//! Compiles `csrc/precision.cpp` (libtorch's float32 matmul precision, see `src/precision.rs`) and
+//! `csrc/foreach.cpp` (multi-tensor optimiser updates, see `src/foreach.rs`) against the headers of the libtorch that torch-sys links. torch-sys reports its library folder
 //! (`DEP_TCH_LIBTORCH_LIB`); both layouts it finds by itself (a libtorch folder, `LIBTORCH`, and a
 //! PyTorch install, `LIBTORCH_USE_PYTORCH=1`) keep the headers in `../include` beside it, and
 //! `LIBTORCH_INCLUDE` (torch-sys's own override) comes first when set.
@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/precision.cpp");
+    println!("cargo:rerun-if-changed=csrc/foreach.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_INCLUDE");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys did not report DEP_TCH_LIBTORCH_LIB (libtorch's lib folder)");
@@ -24,9 +25,10 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/precision.cpp")
+        .file("csrc/foreach.cpp")
         .include(include)
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .warnings(false)
-        .compile("permakey_precision");
+        .compile("permakey_csrc");
 }

@@ -12,6 +12,9 @@
 #                                  utilisation.txt: every 10 s the load average, GPU utilisation, GPU memory
 # PRECISION (default high) is the run's matmul_precision; RUN_SECONDS (default 360) its time limit;
 # CACHE_MIB (default 47104, the ~46 GiB a whole run's frames take) its learner feature cache in GPU memory.
+# BENCHES=0 skips the doctor's train step and both benches (measured on an H200 on 2026-12-04), to
+# give the run the time: the whole single-seed timing (goal < 10 min) needs one call of ~600 s, e.g.
+#   run(command="BENCHES=0 RUN_SECONDS=585 scripts/gpu-check.sh", carry=[...as above...], timeout_s=600)
 # DEVICE, BATCHES and CONFIG exist to try the script itself on a CPU machine, e.g.
 #   DEVICE=cpu BATCHES=1 CONFIG=config/quick.toml CACHE_MIB=256 RUN_SECONDS=90 PYTHON=.deps/torch-cuda/bin/python scripts/gpu-check.sh
 set -uo pipefail
@@ -24,6 +27,7 @@ DEVICE=${DEVICE:-cuda}
 BATCHES=${BATCHES:-1,32,256}
 CONFIG=${CONFIG:-config/example.toml}
 CACHE_MIB=${CACHE_MIB:-47104}
+BENCHES=${BENCHES:-1}
 [ -x "$BIN" ] || { echo "gpu-check: error: $BIN missing; build it with \`make cuda\` and carry it" >&2; exit 1; }
 [ -f .deps/roms/md5.json ] || { echo "gpu-check: error: .deps/roms/md5.json missing; carry .deps/roms" >&2; exit 1; }
 export PERMAKEY_ROM_DIR=$PWD/.deps/roms
@@ -32,9 +36,15 @@ run() { scripts/run-cuda.sh "$BIN" "$@"; }
 stamp() { echo "[gpu-check] $(date +%H:%M:%S) $*"; }
 
 stamp "doctor"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; run --device $DEVICE doctor --batch 32; } >"$OUT/doctor.txt" 2>&1
+if [ "$BENCHES" = 0 ]; then
+  { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; } >"$OUT/doctor.txt" 2>&1
+else
+  { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; run --device $DEVICE doctor --batch 32; } >"$OUT/doctor.txt" 2>&1
+fi
 tail -5 "$OUT/doctor.txt"
-for precision in highest high; do
+precisions="highest high"
+[ "$BENCHES" = 0 ] && precisions=""
+for precision in $precisions; do
   stamp "keypoints bench, matmul_precision=$precision"
   run --config "$CONFIG" --device $DEVICE --set matmul_precision=$precision \
     keypoints bench --batches "$BATCHES" --seconds 3 >"$OUT/bench-$precision.md" 2>"$OUT/bench-$precision.log"

@@ -116,9 +116,11 @@ impl KeypointAgent {
     }
 
     /// The recurrent half of [`KeypointAgent::unroll_with_stops`] on embeddings `B x T x 128`
-    /// computed by [`KeypointAgent::embed`] (a learner embeds only the valid steps of a batch).
-    pub fn unroll_embeddings(&self, embeddings: &Tensor, state: LstmState, resets: Option<&Tensor>, stops: Option<&Tensor>) -> (Tensor, LstmState) {
-        self.qnet.unroll_with_stops(embeddings, state, resets, stops)
+    /// computed by [`KeypointAgent::embed`] (a learner embeds only the valid steps of a batch),
+    /// each mask given with the steps where any of its rows is set
+    /// ([`RecurrentQNetwork::unroll_marked`]: no read-back, and one LSTM call between them).
+    pub fn unroll_embeddings(&self, embeddings: &Tensor, state: LstmState, resets: Option<(&Tensor, &[i64])>, stops: Option<(&Tensor, &[i64])>) -> (Tensor, LstmState) {
+        self.qnet.unroll_marked(embeddings, state, resets, stops)
     }
 }
 

@@ -40,6 +40,11 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+/// The key maps' hasher: foldhash, ~5x faster than std's SipHash over 21 KB frames (a lookup of
+/// an update's 192 frames: ~0.2 ms instead of ~1 ms on this project's CPU); equality is still
+/// the full byte comparison.
+type KeyHasher = foldhash::quality::RandomState;
+
 use tch::Tensor;
 
 /// Features of a batch of frames, and where they came from.
@@ -64,7 +69,7 @@ pub struct FeatureCache {
     /// Bytes one entry costs: its feature map and its key.
     entry_bytes: usize,
     slot_keys: Vec<Option<Arc<[u8]>>>,
-    index: HashMap<Arc<[u8]>, i64>,
+    index: HashMap<Arc<[u8]>, i64, KeyHasher>,
     /// The slot the next insert overwrites (a ring: the oldest entry leaves first).
     next: usize,
     owner: Option<usize>,
@@ -96,7 +101,7 @@ fn select_rows(t: &Tensor, index: &Tensor) -> Tensor {
 impl FeatureCache {
     /// A cache holding at most `capacity_bytes` of keys and feature maps (0: off).
     pub fn new(capacity_bytes: usize) -> Self {
-        Self { capacity_bytes, slab: None, entry_bytes: 0, slot_keys: Vec::new(), index: HashMap::new(), next: 0, owner: None, channels_last: false }
+        Self { capacity_bytes, slab: None, entry_bytes: 0, slot_keys: Vec::new(), index: HashMap::default(), next: 0, owner: None, channels_last: false }
     }
 
     pub fn capacity_bytes(&self) -> usize {
@@ -138,17 +143,33 @@ impl FeatureCache {
     pub fn features(&mut self, owner: usize, keys: &[&[u8]], frames: &Tensor, compute: impl FnOnce(&Tensor) -> Tensor) -> CachedFeatures {
         let n = keys.len();
         assert_eq!(frames.size().first().copied(), Some(n as i64), "one key per frame");
+        let device = frames.device();
+        self.features_of_rows(owner, keys, |missing| {
+            // In the frames' layout: libtorch's CPU convolutions keep a channels-last input's
+            // layout in their output, and the agent's CNN encoder is faster on that (module docs).
+            let rows = if missing.len() == n { frames.shallow_clone() } else { select_rows(frames, &Tensor::from_slice(missing).to_device(device)) };
+            compute(&rows)
+        })
+    }
+
+    /// [`FeatureCache::features`] without the batch's frames: `compute` gets the rows (indices
+    /// into `keys`, in order, each distinct uncached frame once) whose maps it must return, and
+    /// builds only their frames. The learner passes the stored frame bytes as keys, so on a warm
+    /// cache it converts and uploads a few frames instead of all of them.
+    pub fn features_of_rows(&mut self, owner: usize, keys: &[&[u8]], compute: impl FnOnce(&[i64]) -> Tensor) -> CachedFeatures {
+        let n = keys.len();
         if self.owner != Some(owner) {
             self.clear();
             self.owner = Some(owner);
         }
         if self.capacity_bytes == 0 {
-            return CachedFeatures { features: compute(frames), cached: 0, computed: n };
+            let all: Vec<i64> = (0..n as i64).collect();
+            return CachedFeatures { features: compute(&all), cached: 0, computed: n };
         }
         // Per row: its cached slot, or the index of its frame among the rows to compute.
         let mut rows: Vec<Result<i64, i64>> = Vec::with_capacity(n);
         let mut missing: Vec<i64> = Vec::new();
-        let mut first_seen: HashMap<&[u8], i64> = HashMap::new();
+        let mut first_seen: HashMap<&[u8], i64, KeyHasher> = HashMap::default();
         for (i, key) in keys.iter().enumerate() {
             if let Some(&slot) = self.index.get(*key) {
                 rows.push(Ok(slot));
@@ -160,15 +181,16 @@ impl FeatureCache {
                 rows.push(Err(at));
             }
         }
-        let device = frames.device();
         let computed = (!missing.is_empty()).then(|| {
-            // In the frames' layout: libtorch's CPU convolutions keep a channels-last input's
-            // layout in their output, and the agent's CNN encoder is faster on that (module docs).
-            let rows = if missing.len() == n { frames.shallow_clone() } else { select_rows(frames, &Tensor::from_slice(&missing).to_device(device)) };
-            let features = compute(&rows);
+            let features = compute(&missing);
             assert_eq!(features.size().first().copied(), Some(missing.len() as i64), "one feature map per frame");
             features
         });
+        let device = match (&computed, &self.slab) {
+            (Some(computed), _) => computed.device(),
+            (None, Some(slab)) => slab.device(),
+            (None, None) => unreachable!("rows are either cached or computed"),
+        };
         // Gather the answer before inserting: an insert may overwrite a slot this batch reads.
         let features = match (&computed, &self.slab) {
             (Some(computed), _) if missing.len() == n => computed.shallow_clone(),

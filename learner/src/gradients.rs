@@ -6,8 +6,11 @@
 //! (PyTorch's rule, `c / (N + 1e-6)`); it returns nothing, panics when no gradient is defined and
 //! only sees the optimiser's variables, so this module has its own version that returns `N` for
 //! logging and refuses a non-finite norm instead of spreading NaN through the weights.
+//!
+//! Both the norm and the scaling are multi-tensor calls ([`permakey::foreach`]): the norm reads one
+//! number back from the device, not one per gradient (on a GPU each read-back waits for the queue).
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::LearnerError;
 
@@ -16,19 +19,16 @@ pub const GRADIENT_CLIP_NORM: f64 = 10.0;
 
 /// Returns `sqrt(Σ ||grad||²)` over the defined gradients of `variables` (0 if none is defined).
 pub fn global_gradient_norm(variables: &[Tensor]) -> Result<f64, LearnerError> {
-    tch::no_grad(|| {
-        let mut sum_of_squares = 0.0;
-        for variable in variables {
-            let gradient = variable.grad();
-            if gradient.defined() {
-                sum_of_squares += gradient
-                    .f_square()?
-                    .f_sum(Kind::Double)?
-                    .f_double_value(&[])?;
-            }
-        }
-        Ok(sum_of_squares.sqrt())
-    })
+    Ok(permakey::foreach::sum_of_squares(&defined_gradients(variables)).map_err(torch_error)?.sqrt())
+}
+
+/// The defined gradients of `variables`.
+fn defined_gradients(variables: &[Tensor]) -> Vec<Tensor> {
+    variables.iter().map(Tensor::grad).filter(Tensor::defined).collect()
+}
+
+fn torch_error(message: String) -> LearnerError {
+    LearnerError::Torch(tch::TchError::Torch(message))
 }
 
 /// Scales the gradients of `variables` in place so their global norm is at most `max_norm`;
@@ -52,15 +52,7 @@ pub fn clip_gradients_by_global_norm(
     }
     if global_norm > max_norm {
         let scale = max_norm / global_norm;
-        tch::no_grad(|| -> Result<(), LearnerError> {
-            for variable in variables {
-                let mut gradient = variable.grad();
-                if gradient.defined() {
-                    let _scaled_in_place = gradient.f_mul_scalar_(scale)?;
-                }
-            }
-            Ok(())
-        })?;
+        permakey::foreach::mul_scalar_(&defined_gradients(variables), scale).map_err(torch_error)?;
     }
     Ok(global_norm)
 }
@@ -68,7 +60,7 @@ pub fn clip_gradients_by_global_norm(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
     use tch::nn::{self, Module, OptimizerConfig, VarStore};
 
     fn leaf(values: &[f64]) -> Tensor {

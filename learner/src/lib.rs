@@ -70,7 +70,7 @@ pub mod update;
 
 pub use error::LearnerError;
 pub use gradients::{GRADIENT_CLIP_NORM, clip_gradients_by_global_norm, global_gradient_norm};
-pub use loss::{R2D2_PRIORITY_ETA, TdLoss, sequence_priorities, sequence_priority, td_loss};
+pub use loss::{R2D2_PRIORITY_ETA, TdLoss, sequence_priorities, sequence_priority, sequence_priority_tensor, td_loss};
 pub use schedules::{
     EPSILON_END, EPSILON_START, EXPLORATION_FRACTION, InverseTimeDecay, LinearSchedule,
     exploration_epsilon_schedule,

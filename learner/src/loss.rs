@@ -82,6 +82,17 @@ pub fn sequence_priorities(
     valid_mask: &Tensor,
     eta: f64,
 ) -> Result<Vec<f64>, LearnerError> {
+    let priorities = sequence_priority_tensor(td_errors, valid_mask, eta)?;
+    Ok(Vec::<f64>::try_from(priorities.f_to_device(tch::Device::Cpu)?)?)
+}
+
+/// [`sequence_priorities`] as a float64 tensor `[B]` on the TD errors' device (no read-back, so
+/// a caller can bring it back together with other figures).
+pub fn sequence_priority_tensor(
+    td_errors: &Tensor,
+    valid_mask: &Tensor,
+    eta: f64,
+) -> Result<Tensor, LearnerError> {
     let (batch_size, sequence_length) = td_errors.size2()?;
     expect_shape("valid_mask", valid_mask, &[batch_size, sequence_length])?;
     if !(0.0..=1.0).contains(&eta) {
@@ -98,10 +109,7 @@ pub fn sequence_priorities(
             .f_sum_dim_intlist(1, false, Kind::Double)?
             .f_clamp_min(1.0)?;
         let mean_abs = absolute.f_sum_dim_intlist(1, false, Kind::Double)? / valid_count;
-        let priorities = max_abs * eta + mean_abs * (1.0 - eta);
-        Ok(Vec::<f64>::try_from(
-            priorities.f_to_device(tch::Device::Cpu)?,
-        )?)
+        Ok(max_abs * eta + mean_abs * (1.0 - eta))
     })
 }
 

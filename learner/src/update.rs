@@ -40,7 +40,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::{
     feature_cache::FeatureCache,
-    clip_gradients_by_global_norm, n_step_double_q_targets, select_action_values, sequence_priorities, td_loss,
+    clip_gradients_by_global_norm, n_step_double_q_targets, select_action_values, sequence_priority_tensor, td_loss,
     LearnerError, TargetUpdateRule, DEFAULT_DISCOUNT, DEFAULT_N_STEP, R2D2_PRIORITY_ETA,
 };
 
@@ -170,12 +170,22 @@ pub struct SequenceTensors {
     pub position_mask: Tensor,
     /// `B x T` bool: detach the state before this step (at `t = burn_in`, when `burn_in > 0`).
     pub stops: Tensor,
+    /// The steps where any sequence of the batch stops (`stops`' set columns, known on the host).
+    pub stop_steps: Vec<i64>,
     /// Initial LSTM state (stored or zeros).
     pub state: LstmState,
 }
 
 /// Stacks `sequences` into tensors; `num_keypoints` K must match every sequence's `keypoint_dims / 2`.
 pub fn sequence_tensors(sequences: &[Arc<Sequence>], num_keypoints: i64, n_step: usize, device: Device) -> Result<SequenceTensors, LearnerError> {
+    build_sequence_tensors(sequences, num_keypoints, n_step, device, true)
+}
+
+/// [`sequence_tensors`]; without `with_frames`, `frames` is left empty (`0 x C x H x W`) and only
+/// the byte counts are checked: [`Learner::update`] converts just the frames the feature cache
+/// lacks, from the sequences' bytes (on a GPU run ~95% of them are cached, and converting and
+/// uploading all 192 frames of a batch was most of building it).
+fn build_sequence_tensors(sequences: &[Arc<Sequence>], num_keypoints: i64, n_step: usize, device: Device, with_frames: bool) -> Result<SequenceTensors, LearnerError> {
     let first = sequences.first().ok_or_else(|| LearnerError::InvalidArgument("an update needs at least one sequence".into()))?;
     let (steps, shape) = (first.len(), first.obs_shape);
     let state_len = first.initial_recurrent_state.len();
@@ -184,6 +194,7 @@ pub fn sequence_tensors(sequences: &[Arc<Sequence>], num_keypoints: i64, n_step:
     let mut frames = Vec::with_capacity(batch * first.observations.len());
     let (mut centres, mut actions, mut rewards, mut dones) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut mask, mut stops, mut states, mut valid_index) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut stop_steps = Vec::new();
     for (i, s) in sequences.iter().enumerate() {
         if s.len() != steps || s.obs_shape != shape || s.initial_recurrent_state.len() != state_len {
             return Err(LearnerError::InvalidArgument(format!(
@@ -201,7 +212,15 @@ pub fn sequence_tensors(sequences: &[Arc<Sequence>], num_keypoints: i64, n_step:
         }
         let (valid, burn_in) = (s.valid_len(), usize::from(s.burn_in));
         let frame_len = s.observations.len() / steps;
-        frames.extend_from_slice(&s.observations[..valid * frame_len]);
+        if s.observations.len() != steps * shape.iter().product::<usize>() {
+            return Err(LearnerError::InvalidArgument(format!(
+                "sequence {i} of the batch has {} observation bytes for {steps} steps of {shape:?}",
+                s.observations.len()
+            )));
+        }
+        if with_frames {
+            frames.extend_from_slice(&s.observations[..valid * frame_len]);
+        }
         valid_index.extend((0..valid).map(|t| (i * steps + t) as i64));
         centres.extend_from_slice(&s.keypoints);
         actions.extend(s.actions.iter().map(|&a| i64::from(a)));
@@ -210,12 +229,18 @@ pub fn sequence_tensors(sequences: &[Arc<Sequence>], num_keypoints: i64, n_step:
         let last_learnable = if s.truncated { valid.saturating_sub(n_step) } else { valid };
         mask.extend((0..steps).map(|t| if t >= burn_in && t < last_learnable { 1f32 } else { 0.0 }));
         stops.extend((0..steps).map(|t| burn_in > 0 && t == burn_in));
+        if burn_in > 0 && burn_in < steps && !stop_steps.contains(&(burn_in as i64)) {
+            stop_steps.push(burn_in as i64);
+        }
         states.extend_from_slice(&s.initial_recurrent_state);
     }
     let (b, t) = (batch as i64, steps as i64);
     let [h, w, c] = shape.map(|x| x as i64);
-    let frames = permakey::model::try_frames_to_tensor(&frames, valid_index.len() as i64, h, w, c, device)
-        .map_err(|e| LearnerError::InvalidArgument(e.to_string()))?;
+    let frames = if with_frames {
+        permakey::model::try_frames_to_tensor(&frames, valid_index.len() as i64, h, w, c, device).map_err(|e| LearnerError::InvalidArgument(e.to_string()))?
+    } else {
+        Tensor::zeros([0, c, h, w], (Kind::Float, device))
+    };
     let state = if state_len == 0 {
         LstmState::zeros(b, device)
     } else {
@@ -230,6 +255,7 @@ pub fn sequence_tensors(sequences: &[Arc<Sequence>], num_keypoints: i64, n_step:
         dones: Tensor::from_slice(&dones).view([b, t]).to_device(device),
         position_mask: Tensor::from_slice(&mask).view([b, t]).to_device(device),
         stops: Tensor::from_slice(&stops).view([b, t]).to_device(device),
+        stop_steps,
         state,
     })
 }
@@ -303,7 +329,7 @@ impl Learner {
             seconds
         };
         let mut phases = UpdatePhases::default();
-        let batch = sequence_tensors(sequences, k, self.config.n_step, device)?;
+        let batch = build_sequence_tensors(sequences, k, self.config.n_step, device, false)?;
         phases.batch_s = lap();
         if weights.len() != sequences.len() {
             return Err(LearnerError::InvalidArgument(format!("{} weights for {} sequences", weights.len(), sequences.len())));
@@ -317,7 +343,14 @@ impl Learner {
             })
             .collect();
         let owner = std::ptr::from_ref(front).cast::<()>() as usize;
-        let looked_up = self.feature_cache.features(owner, &keys, &batch.frames, |frames| front.features(frames));
+        let [h, w, c] = sequences[0].obs_shape.map(|x| x as i64);
+        let looked_up = self.feature_cache.features_of_rows(owner, &keys, |rows| {
+            let mut bytes = Vec::with_capacity(rows.len() * keys.first().map_or(0, |k| k.len()));
+            for &row in rows {
+                bytes.extend_from_slice(keys[row as usize]);
+            }
+            front.features(&permakey::model::frames_to_tensor(&bytes, rows.len() as i64, h, w, c, device))
+        });
         let features = looked_up.features;
         phases.features_cached = looked_up.cached as u64;
         phases.features_computed = looked_up.computed as u64;
@@ -329,7 +362,7 @@ impl Learner {
         };
         let online_embeddings = scatter(self.online.embed(&centres, &features, true));
         let state = LstmState { h: batch.state.h.shallow_clone(), c: batch.state.c.shallow_clone() };
-        let (q_online, _) = self.online.unroll_embeddings(&online_embeddings, state, None, Some(&batch.stops));
+        let (q_online, _) = self.online.unroll_embeddings(&online_embeddings, state, None, Some((&batch.stops, &batch.stop_steps)));
         phases.online_s = lap();
         let q_target = tch::no_grad(|| {
             let target_embeddings = scatter(self.target.embed(&centres, &features, false));
@@ -340,6 +373,16 @@ impl Learner {
         let action_values = select_action_values(&q_online, &batch.actions)?;
         let weights = Tensor::from_slice(weights).to_device(device);
         let loss = td_loss(&action_values, &targets.targets, &valid, Some(&weights))?;
+        // The figures the caller gets, queued now and read back in one transfer at the end (on a
+        // GPU every read-back waits for the queue): positions trained, sum of their Q, loss,
+        // then the B priorities.
+        let figures = tch::no_grad(|| -> Result<Tensor, LearnerError> {
+            let scalars = Tensor::stack(
+                &[valid.sum(Kind::Double), (action_values.detach() * &valid).sum(Kind::Double), loss.loss.detach().to_kind(Kind::Double)],
+                0,
+            );
+            Ok(Tensor::cat(&[scalars, sequence_priority_tensor(&loss.td_errors, &valid, self.config.priority_eta)?], 0))
+        })?;
         phases.target_s = lap();
         self.optimizer.zero_grad();
         loss.loss.backward();
@@ -349,10 +392,10 @@ impl Learner {
         self.optimizer.zero_grad();
         self.updates += 1;
         self.config.target_update.apply(&mut self.target_vs, &self.online_vs, self.updates)?;
-        let trained = valid.sum(Kind::Float).double_value(&[]);
-        let mean_q = (action_values.detach() * &valid).sum(Kind::Float).double_value(&[]) / trained.max(1.0);
-        let loss_value = loss.loss.double_value(&[]);
-        let priorities = sequence_priorities(&loss.td_errors, &valid, self.config.priority_eta)?;
+        let figures = Vec::<f64>::try_from(figures.to_device(Device::Cpu))?;
+        let (trained, loss_value) = (figures[0], figures[2]);
+        let mean_q = figures[1] / trained.max(1.0);
+        let priorities = figures[3..].to_vec();
         phases.backward_s = lap();
         Ok(UpdateStats { loss: loss_value, grad_norm, mean_q, priorities, trained_positions: trained as usize, phases })
     }

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dataset;
 pub mod device;
+pub mod foreach;
 pub mod keypoints;
 pub mod layers;
 pub mod lsp;

@@ -64,12 +64,12 @@ impl Adam {
         inverse_time_decay(self.config.learning_rate, self.config.decay_steps, self.config.decay_rate, self.step)
     }
 
+    /// Zeroes every defined gradient (one multi-tensor call, [`crate::foreach`]).
     pub fn zero_grad(&mut self) {
-        for (_, p) in &self.params {
-            let mut grad = p.grad();
-            if grad.defined() {
-                let _ = grad.detach_().zero_();
-            }
+        let grads: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).filter(Tensor::defined).collect();
+        // Fails only where libtorch itself does (the per-tensor `zero_` panicked there too).
+        if let Err(error) = crate::foreach::zero_(&grads) {
+            panic!("zeroing the gradients failed: {error}");
         }
     }
 
@@ -88,21 +88,22 @@ impl Adam {
         self.step += 1;
         let t = self.step as f64;
         let lr_t = lr * (1.0 - c.beta2.powf(t)).sqrt() / (1.0 - c.beta1.powf(t));
-        tch::no_grad(|| {
-            for (i, (_, p)) in self.params.iter().enumerate() {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let m = &mut self.m[i];
-                let v = &mut self.v[i];
-                let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
-                let _ = v.g_mul_scalar_(c.beta2).g_add_(&(g.square() * (1.0 - c.beta2)));
-                let update = &*m / (v.sqrt() + c.eps) * lr_t;
-                let mut p = p.shallow_clone();
-                let _ = p.g_sub_(&update);
+        let (mut params, mut grads, mut m, mut v) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, (_, p)) in self.params.iter().enumerate() {
+            let g = p.grad();
+            if g.defined() {
+                params.push(p.shallow_clone());
+                grads.push(g);
+                m.push(self.m[i].shallow_clone());
+                v.push(self.v[i].shallow_clone());
             }
-        });
+        }
+        // The moments are `zeros_like` their parameters and autograd's gradients have the
+        // parameters' shapes, so this fails only where libtorch itself does (as the per-tensor ops
+        // it replaces panicked there too).
+        if let Err(error) = crate::foreach::adam(&params, &grads, &m, &v, c.beta1, c.beta2, c.eps, lr_t) {
+            panic!("the Adam update failed: {error}");
+        }
     }
 
     /// Named state tensors (`adam.m.<param>`, `adam.v.<param>`) for a checkpoint.
@@ -135,6 +136,21 @@ impl Adam {
     }
 }
 
+/// [`crate::foreach::adam`] one tensor at a time: the per-tensor form it replaced, kept as the
+/// tests' reference.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_per_tensor(params: &[Tensor], grads: &[Tensor], m: &[Tensor], v: &[Tensor], beta1: f64, beta2: f64, eps: f64, lr_t: f64) {
+    tch::no_grad(|| {
+        for (((p, g), m), v) in params.iter().zip(grads).zip(m).zip(v) {
+            let (mut m, mut v, mut p) = (m.shallow_clone(), v.shallow_clone(), p.shallow_clone());
+            let _ = m.g_mul_scalar_(beta1).g_add_(&(g * (1.0 - beta1)));
+            let _ = v.g_mul_scalar_(beta2).g_add_(&(g.square() * (1.0 - beta2)));
+            let update = &m / (v.sqrt() + eps) * lr_t;
+            let _ = p.g_sub_(&update);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use tch::{Device, Kind};
@@ -162,6 +178,21 @@ mod tests {
         let expected = 1.0 - lr_t * 0.3 / (0.009f64.sqrt() + 1e-7);
         assert!((p.double_value(&[0]) - expected).abs() < 1e-6, "{} vs {expected}", p.double_value(&[0]));
         assert_eq!(adam.step, 1);
+    }
+
+    #[test]
+    fn multi_tensor_step_matches_the_per_tensor_step() {
+        let make = || -> Vec<Tensor> { (0..3).map(|i| Tensor::from_slice(&[0.3f32 * i as f32 - 0.2, 1.5, -0.7 + i as f32])).collect() };
+        let grads: Vec<Tensor> = (0..3).map(|i| Tensor::from_slice(&[0.01f32, -2.0 * i as f32, 0.4])).collect();
+        let (p1, m1, v1) = (make(), make(), make().iter().map(|t| t.abs()).collect::<Vec<_>>());
+        let (p2, m2, v2) = (make(), make(), make().iter().map(|t| t.abs()).collect::<Vec<_>>());
+        for _ in 0..3 {
+            crate::foreach::adam(&p1, &grads, &m1, &v1, 0.9, 0.999, 1e-7, 0.05).unwrap();
+            adam_per_tensor(&p2, &grads, &m2, &v2, 0.9, 0.999, 1e-7, 0.05);
+        }
+        for (a, b) in p1.iter().chain(&m1).chain(&v1).zip(p2.iter().chain(&m2).chain(&v2)) {
+            assert!(a.allclose(b, 1e-6, 1e-7, false), "{a} vs {b}");
+        }
     }
 
     #[test]
