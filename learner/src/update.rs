@@ -5,7 +5,8 @@
 //! stored frame ([`KeypointModel::features`], the cheap part of the model) unless the learner's
 //! [`FeatureCache`] still holds them from an earlier update (`learner.feature_cache_mib`), and
 //! the keypoint centres the actor stored with the frame (the expensive part, LSP + PointNet, is
-//! never re-run).
+//! never re-run). Only the frames whose features the cache lacks are converted and uploaded
+//! ([`FeatureCache::features_of_rows`]); a warm cache's batch moves no frames at all.
 //!
 //! Masks of the loss, per sequence and position `t` (all multiplied):
 //! - the n-step target exists ([`crate::n_step_double_q_targets`]'s `valid_mask`; padding steps
