@@ -45,6 +45,11 @@ pub enum LearnerError {
     Torch(#[from] tch::TchError),
 }
 
+/// A libtorch error that came back as a message (`permakey::foreach`'s shim).
+pub(crate) fn torch_message(message: String) -> LearnerError {
+    LearnerError::Torch(tch::TchError::Torch(message))
+}
+
 /// Checks a tensor's shape, naming it in the error.
 pub(crate) fn expect_shape(what: &str, tensor: &tch::Tensor, expected: &[i64]) -> Result<(), LearnerError> {
     let actual = tensor.size();

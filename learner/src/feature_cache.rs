@@ -40,12 +40,12 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use tch::Tensor;
+
 /// The key maps' hasher: foldhash, ~5x faster than std's SipHash over 21 KB frames (a lookup of
 /// an update's 192 frames: ~0.2 ms instead of ~1 ms on this project's CPU); equality is still
 /// the full byte comparison.
 type KeyHasher = foldhash::quality::RandomState;
-
-use tch::Tensor;
 
 /// Features of a batch of frames, and where they came from.
 #[derive(Debug)]

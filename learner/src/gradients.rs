@@ -12,14 +12,14 @@
 
 use tch::Tensor;
 
-use crate::error::LearnerError;
+use crate::error::{torch_message, LearnerError};
 
 /// The reference's global-norm clip (spec 7.4).
 pub const GRADIENT_CLIP_NORM: f64 = 10.0;
 
 /// Returns `sqrt(Σ ||grad||²)` over the defined gradients of `variables` (0 if none is defined).
 pub fn global_gradient_norm(variables: &[Tensor]) -> Result<f64, LearnerError> {
-    Ok(permakey::foreach::sum_of_squares(&defined_gradients(variables)).map_err(torch_error)?.sqrt())
+    norm_of(&defined_gradients(variables))
 }
 
 /// The defined gradients of `variables`.
@@ -27,8 +27,9 @@ fn defined_gradients(variables: &[Tensor]) -> Vec<Tensor> {
     variables.iter().map(Tensor::grad).filter(Tensor::defined).collect()
 }
 
-fn torch_error(message: String) -> LearnerError {
-    LearnerError::Torch(tch::TchError::Torch(message))
+/// `sqrt(Σ ||g||²)` over `gradients`.
+fn norm_of(gradients: &[Tensor]) -> Result<f64, LearnerError> {
+    Ok(permakey::foreach::sum_of_squares(gradients).map_err(torch_message)?.sqrt())
 }
 
 /// Scales the gradients of `variables` in place so their global norm is at most `max_norm`;
@@ -46,13 +47,14 @@ pub fn clip_gradients_by_global_norm(
             "max_norm must be positive and finite, got {max_norm}"
         )));
     }
-    let global_norm = global_gradient_norm(variables)?;
+    let gradients = defined_gradients(variables);
+    let global_norm = norm_of(&gradients)?;
     if !global_norm.is_finite() {
         return Err(LearnerError::NonFiniteGradientNorm(global_norm));
     }
     if global_norm > max_norm {
         let scale = max_norm / global_norm;
-        permakey::foreach::mul_scalar_(&defined_gradients(variables), scale).map_err(torch_error)?;
+        permakey::foreach::mul_scalar_(&gradients, scale).map_err(torch_message)?;
     }
     Ok(global_norm)
 }

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use tch::Tensor;
 use tch::nn::VarStore;
 
-use crate::error::LearnerError;
+use crate::error::{torch_message, LearnerError};
 
 /// The reference's Polyak coefficient τ (spec 7.4).
 pub const POLYAK_TAU: f64 = 0.005;
@@ -109,7 +109,7 @@ pub fn soft_update(target: &mut VarStore, online: &VarStore, tau: f64) -> Result
     })?;
     // target += tau (online - target), in place: one multi-tensor call for the whole network
     // (permakey::foreach), where per-variable ops cost ~3 kernel launches each on a GPU.
-    permakey::foreach::lerp_(&targets, &onlines, tau).map_err(|message| LearnerError::Torch(tch::TchError::Torch(message)))
+    permakey::foreach::lerp_(&targets, &onlines, tau).map_err(torch_message)
 }
 
 /// How the target network follows the online one after each gradient update.

@@ -189,6 +189,7 @@ pub fn sequence_tensors(sequences: &[Arc<Sequence>], num_keypoints: i64, n_step:
 fn build_sequence_tensors(sequences: &[Arc<Sequence>], num_keypoints: i64, n_step: usize, device: Device, with_frames: bool) -> Result<SequenceTensors, LearnerError> {
     let first = sequences.first().ok_or_else(|| LearnerError::InvalidArgument("an update needs at least one sequence".into()))?;
     let (steps, shape) = (first.len(), first.obs_shape);
+    let frame_len: usize = shape.iter().product();
     let state_len = first.initial_recurrent_state.len();
     let dims = 2 * num_keypoints as usize;
     let batch = sequences.len();
@@ -212,8 +213,7 @@ fn build_sequence_tensors(sequences: &[Arc<Sequence>], num_keypoints: i64, n_ste
             )));
         }
         let (valid, burn_in) = (s.valid_len(), usize::from(s.burn_in));
-        let frame_len = s.observations.len() / steps;
-        if s.observations.len() != steps * shape.iter().product::<usize>() {
+        if s.observations.len() != steps * frame_len {
             return Err(LearnerError::InvalidArgument(format!(
                 "sequence {i} of the batch has {} observation bytes for {steps} steps of {shape:?}",
                 s.observations.len()
@@ -545,6 +545,18 @@ mod tests {
         let err = sequence_tensors(&[full(), shorter], 2, 3, Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("sequence 1 of the batch has 10 steps"), "{err}");
         assert!(sequence_tensors(&[], 2, 3, Device::Cpu).is_err());
+        // Observations that do not fill their steps: one line, from the builder and from an
+        // update (which no longer converts the frames up front), and the learner goes on.
+        let mut torn = SequenceBuilder::new(12).obs_shape(SHAPE).keypoints(4).build();
+        torn.observations.truncate(100);
+        let torn = Arc::new(torn);
+        let err = sequence_tensors(&[full(), torn.clone()], 2, 3, Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("sequence 1 of the batch has 100 observation bytes for 12 steps") && !err.contains('\n'), "{err}");
+        let mut learner = learner(agent::EncoderKind::Cnn);
+        let front = CountingFront { seen: Mutex::new(Vec::new()) };
+        let err = learner.update(&front, &[torn], &[1.0]).unwrap_err().to_string();
+        assert!(err.contains("100 observation bytes"), "{err}");
+        assert!(learner.update(&front, &[full()], &[1.0]).is_ok());
     }
 
     fn learner(encoder: agent::EncoderKind) -> Learner {
