@@ -35,6 +35,28 @@ use crate::{
 /// Splits `features` (`B x D x H x W`) into LSP `(neighbours, centres)`:
 /// `(B * H/P * W/P) x 8P^2D` and `(B * H/P * W/P) x P^2D`, rows in `(b, y, x)` order.
 pub fn extract_windows(features: &Tensor, patch: i64) -> (Tensor, Tensor) {
+    extract_windows_with(features, patch, &WindowIndices::new(patch, features.device()))
+}
+
+/// [`window_indices`] as `i64` tensors on a device, made once per LSP layer: building them in
+/// every forward pass uploaded two small host arrays per layer, and on a CUDA device every such
+/// upload waits for all work queued before it (4 waits per PermaKey forward, in pre-training and
+/// in every acting step).
+#[derive(Debug)]
+pub struct WindowIndices {
+    centre: Tensor,
+    neighbours: Tensor,
+}
+
+impl WindowIndices {
+    pub fn new(patch: i64, device: tch::Device) -> Self {
+        let (centre, neighbours) = window_indices(patch);
+        Self { centre: Tensor::from_slice(&centre).to_device(device), neighbours: Tensor::from_slice(&neighbours).to_device(device) }
+    }
+}
+
+/// [`extract_windows`] with the window's index tensors given (on the features' device).
+fn extract_windows_with(features: &Tensor, patch: i64, indices: &WindowIndices) -> (Tensor, Tensor) {
     let [batch, depth, height, width] = features.size()[..] else { panic!("features must be B x D x H x W") };
     let (gh, gw) = (height / patch, width / patch);
     let window = 3 * patch;
@@ -44,12 +66,8 @@ pub fn extract_windows(features: &Tensor, patch: i64) -> (Tensor, Tensor) {
     let windows = windows.narrow(2, 0, gh).narrow(3, 0, gw);
     // (B gh gw) x (3P 3P) x D
     let pixels = windows.permute([0, 2, 3, 4, 5, 1]).reshape([batch * gh * gw, window * window, depth]);
-    let (centre, neighbours) = window_indices(patch);
-    let device = features.device();
-    let centre = Tensor::from_slice(&centre).to_device(device);
-    let neighbours = Tensor::from_slice(&neighbours).to_device(device);
-    let targets = pixels.index_select(1, &centre).reshape([batch * gh * gw, -1]);
-    let inputs = pixels.index_select(1, &neighbours).reshape([batch * gh * gw, -1]);
+    let targets = pixels.index_select(1, &indices.centre).reshape([batch * gh * gw, -1]);
+    let inputs = pixels.index_select(1, &indices.neighbours).reshape([batch * gh * gw, -1]);
     (inputs, targets)
 }
 
@@ -99,6 +117,8 @@ impl LspMlp {
 #[derive(Debug)]
 pub struct Lsp {
     mlps: Vec<LspMlp>,
+    /// Each layer's window indices, on the variables' device.
+    windows: Vec<WindowIndices>,
     layers: Vec<usize>,
     patches: Vec<i64>,
     kind: ErrorMapKind,
@@ -130,6 +150,7 @@ impl Lsp {
             .collect();
         Self {
             mlps,
+            windows: config.patch_sizes.iter().map(|&p| WindowIndices::new(p, path.device())).collect(),
             layers: config.lsp_layers.clone(),
             patches: config.patch_sizes.clone(),
             kind: config.error_map,
@@ -142,10 +163,10 @@ impl Lsp {
     pub fn forward_t(&self, features: &[Tensor], train: bool) -> LspOutput {
         let mut loss = Tensor::zeros([], (Kind::Float, features[0].device()));
         let mut maps = Vec::with_capacity(self.mlps.len());
-        for ((mlp, &layer), &patch) in self.mlps.iter().zip(&self.layers).zip(&self.patches) {
+        for (((mlp, &layer), &patch), windows) in self.mlps.iter().zip(&self.layers).zip(&self.patches).zip(&self.windows) {
             let feature = features[layer].detach();
             let [batch, _, height, width] = feature.size()[..] else { unreachable!() };
-            let (inputs, targets) = extract_windows(&feature, patch);
+            let (inputs, targets) = extract_windows_with(&feature, patch, windows);
             let predictions = mlp.forward_t(&inputs, train);
             let errors = (&targets - predictions).square();
             loss = loss + errors.mean(Kind::Float);

@@ -120,6 +120,53 @@ fn start_run_files(run_dir: &Path, model_config: &impl Serialize, resume: bool, 
     Ok((csv_path, csv))
 }
 
+/// Losses of the batches since the last check, kept on the device. The loops check them for NaN
+/// and infinity in one read-back when they read numbers anyway (a CSV row), before anything a
+/// later run relies on is written (a preview, a checkpoint) and at the end, instead of after
+/// every batch: on a CUDA device a per-batch read-back makes the host wait for the batch's forward
+/// pass before it can queue the backward pass and the next batch. Decision: the error still names
+/// the first batch whose loss was not finite and no checkpoint holds weights trained on it, but
+/// up to [`PendingLosses::LIMIT`] batches after it are trained before the loop notices.
+struct PendingLosses {
+    steps: Vec<u64>,
+    losses: Vec<Tensor>,
+}
+
+impl PendingLosses {
+    /// Batches held before a check is forced.
+    const LIMIT: usize = 64;
+
+    fn new() -> Self {
+        Self { steps: Vec::new(), losses: Vec::new() }
+    }
+
+    /// Holds batch `step`'s loss; checks when [`PendingLosses::LIMIT`] are held.
+    fn push(&mut self, step: u64, loss: &Tensor) -> Result<(), TrainError> {
+        self.steps.push(step);
+        self.losses.push(loss.detach().reshape([1]));
+        if self.losses.len() >= Self::LIMIT {
+            return self.check();
+        }
+        Ok(())
+    }
+
+    /// Reads the held losses back; the first that is not finite is the error.
+    fn check(&mut self) -> Result<(), TrainError> {
+        if self.losses.is_empty() {
+            return Ok(());
+        }
+        let values = Tensor::cat(&self.losses, 0).to_kind(tch::Kind::Double).to_device(Device::Cpu);
+        let values = Vec::<f64>::try_from(values).map_err(|e| TrainError::Batch { step: self.steps[0], reason: format!("cannot read the losses back: {e}") })?;
+        let bad = self.steps.iter().copied().zip(values).find(|(_, v)| !v.is_finite());
+        self.steps.clear();
+        self.losses.clear();
+        match bad {
+            Some((step, value)) => Err(TrainError::NonFinite { step, value }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A progress bar with losses and ETA (hidden when `train.progress` is off), at `position`.
 fn progress_bar(train: &PretrainConfig, position: u64) -> indicatif::ProgressBar {
     let bar = if train.progress { indicatif::ProgressBar::new(train.steps) } else { indicatif::ProgressBar::hidden() };
@@ -179,18 +226,22 @@ pub fn pretrain(
     let bar = progress_bar(train, adam.step);
     let started = Instant::now();
     let mut history = Vec::new();
+    let mut pending = PendingLosses::new();
     while adam.step < train.steps {
         let step = adam.step;
         let frames = next_batch(step).map_err(|reason| TrainError::Batch { step, reason })?.to_device(device);
         let losses = model.losses(&frames, true);
-        let total = losses.total.double_value(&[]);
-        if !total.is_finite() {
-            return Err(TrainError::NonFinite { step, value: total });
-        }
+        pending.push(step, &losses.total)?;
         let lr = adam.current_lr();
         adam.backward_step(&losses.total);
         let done = adam.step;
-        if done % train.log_every.max(1) == 0 || done == train.steps {
+        let preview = train.preview_every > 0 && (done % train.preview_every == 0 || done == train.steps);
+        let save = done % train.checkpoint_every.max(1) == 0 || done == train.steps;
+        let log = done % train.log_every.max(1) == 0 || done == train.steps;
+        if log || preview || save {
+            pending.check()?;
+        }
+        if log {
             let row = StepLosses {
                 step: done,
                 nll: losses.nll.double_value(&[]),
@@ -203,11 +254,11 @@ pub fn pretrain(
             bar.set_message(format!("nll {:.3} kl {:.3} lsp {:.4} pnet {:.4}", row.nll, row.kl, row.lsp, row.pnet));
             history.push(row);
         }
-        if train.preview_every > 0 && (done % train.preview_every == 0 || done == train.steps) {
+        if preview {
             let path = run_dir.join("previews").join(format!("step-{done:07}.png"));
             write_preview(&model, &frames.narrow(0, 0, frames.size()[0].min(4)), &path)?;
         }
-        if done % train.checkpoint_every.max(1) == 0 || done == train.steps {
+        if save {
             let name = format!("step-{done:07}");
             checkpoint::save(&checkpoints, &name, KIND, model_config, &vs, &adam.state(), done, 0, serde_json::Value::Null)?;
         }
@@ -271,27 +322,32 @@ pub fn pretrain_transporter(
     let (csv_path, mut csv) = start_run_files(run_dir, model_config, resume, "step,learning_rate,reconstruction,seconds")?;
     let bar = progress_bar(train, adam.step);
     let started = Instant::now();
+    let mut pending = PendingLosses::new();
     while adam.step < train.steps {
         let step = adam.step;
         let (source, target) = next_pair(step).map_err(|reason| TrainError::Batch { step, reason })?;
         let loss = model.loss(&source.to_device(device), &target.to_device(device), true);
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(TrainError::NonFinite { step, value });
-        }
+        pending.push(step, &loss)?;
         let lr = adam.current_lr();
         adam.backward_step(&loss);
         let done = adam.step;
-        if done % train.log_every.max(1) == 0 || done == train.steps {
+        let preview = train.preview_every > 0 && (done % train.preview_every == 0 || done == train.steps);
+        let save = done % train.checkpoint_every.max(1) == 0 || done == train.steps;
+        let log = done % train.log_every.max(1) == 0 || done == train.steps;
+        if log || preview || save {
+            pending.check()?;
+        }
+        if log {
+            let value = loss.double_value(&[]);
             writeln!(csv, "{done},{lr:.6e},{value:.6},{:.2}", started.elapsed().as_secs_f64()).map_err(|e| io_err(&csv_path, e))?;
             bar.set_message(format!("reconstruction {value:.4}"));
         }
-        if train.preview_every > 0 && (done % train.preview_every == 0 || done == train.steps) {
+        if preview {
             let path = run_dir.join("previews").join(format!("step-{done:07}.png"));
             let n = source.size()[0].min(4);
             write_transporter_preview(&model, &source.narrow(0, 0, n).to_device(device), &target.narrow(0, 0, n).to_device(device), &path)?;
         }
-        if done % train.checkpoint_every.max(1) == 0 || done == train.steps {
+        if save {
             let name = format!("step-{done:07}");
             checkpoint::save(&checkpoints, &name, TRANSPORTER_KIND, model_config, &vs, &adam.state(), done, 0, serde_json::Value::Null)?;
         }
@@ -337,4 +393,61 @@ pub fn load_transporter(path: &Path, device: Device) -> Result<(nn::VarStore, cr
     let model = crate::transporter::Transporter::new(&vs.root(), &loaded.meta.config);
     loaded.restore(&mut vs)?;
     Ok((vs, model, loaded.meta.step))
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::Kind;
+
+    use super::*;
+
+    fn small() -> PermaKeyConfig {
+        PermaKeyConfig {
+            encoder_filters: [4, 8, 8, 8],
+            decoder_filters: [8, 4, 4, 4, 4],
+            lsp_hidden: [16, 16, 16],
+            pnet_filters: [4, 8, 8, 8],
+            ..PermaKeyConfig::default()
+        }
+    }
+
+    /// Trains `small()` on random batches, batch `bad` all NaN; returns the result, the batches
+    /// asked for and the checkpoints written.
+    fn train_with_nan(train: &PretrainConfig, bad: u64) -> (Result<Trained, TrainError>, u64, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut asked = 0;
+        let mut next = |step: u64| {
+            asked += 1;
+            let frames = Tensor::rand([2, 3, 84, 84], (Kind::Float, Device::Cpu));
+            Ok(if step == bad { frames.fill(f64::NAN) } else { frames })
+        };
+        let result = pretrain(&small(), train, Device::Cpu, 0, dir.path(), false, &mut next);
+        let mut saved: Vec<String> = fs::read_dir(dir.path().join("checkpoints"))
+            .map(|entries| entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with("step-")).collect())
+            .unwrap_or_default();
+        saved.sort();
+        (result, asked, saved)
+    }
+
+    #[test]
+    fn a_non_finite_loss_names_its_batch_and_no_checkpoint_holds_weights_trained_on_it() {
+        let base = PretrainConfig { steps: 12, batch_size: 2, log_every: 5, preview_every: 0, checkpoint_every: 4, progress: false, ..PretrainConfig::default() };
+        // Batch 5 is trained at step 6; the check before the step-8 checkpoint finds it.
+        let (result, asked, saved) = train_with_nan(&base, 5);
+        match result {
+            Err(TrainError::NonFinite { step: 5, value }) => assert!(value.is_nan()),
+            other => panic!("expected the NaN of batch 5, got {:?}", other.err()),
+        }
+        assert_eq!(asked, 8, "batches 0..8 were trained before the check");
+        assert_eq!(saved, ["step-0000004"], "the step-8 checkpoint would hold NaN weights");
+        // Nothing logged or saved for a long stretch: the held losses force a check.
+        let sparse = PretrainConfig { steps: 200, log_every: 1000, checkpoint_every: 1000, ..base.clone() };
+        let (result, asked, _) = train_with_nan(&sparse, 3);
+        assert!(matches!(result, Err(TrainError::NonFinite { step: 3, .. })), "{:?}", result.err());
+        assert_eq!(asked, PendingLosses::LIMIT as u64);
+        // The last batch is checked too.
+        let (result, _, saved) = train_with_nan(&PretrainConfig { steps: 7, ..base }, 6);
+        assert!(matches!(result, Err(TrainError::NonFinite { step: 6, .. })), "{:?}", result.err());
+        assert_eq!(saved, ["step-0000004"]);
+    }
 }
