@@ -35,6 +35,7 @@ bench: setup
 	$(CARGO) bench -p atari --bench env_throughput
 	$(CARGO) bench -p trainer --bench trainer_throughput
 	$(CARGO) bench -p trainer --bench feature_cache
+	$(CARGO) bench -p trainer --bench parameter_board
 	$(CARGO) bench -p learner --bench update_overhead
 	$(CARGO) bench -p permakey --bench features
 	$(CARGO) bench -p replay-service --bench replay_throughput

@@ -109,16 +109,11 @@ impl VecActor {
     /// actor holds republishes older versions; the actor keeps its copy until the learner's
     /// versions pass it). Each load is logged at debug level (`parameters loaded version=N`).
     pub fn sync(&mut self, source: &dyn ParameterSource) -> anyhow::Result<bool> {
-        match source.fetch_newer(self.version)? {
-            Some(parameters) if self.version.is_none_or(|held| parameters.version > held) => {
-                parameters.load_into(&mut self.vs)?;
-                self.version = Some(parameters.version);
-                tracing::debug!(version = parameters.version, "parameters loaded");
+        match source.load_newer(self.version, &mut self.vs)? {
+            Some(version) => {
+                self.version = Some(version);
+                tracing::debug!(version, "parameters loaded");
                 Ok(true)
-            }
-            Some(parameters) => {
-                tracing::debug!(offered = parameters.version, held = self.version, "older parameters ignored");
-                Ok(false)
             }
             None => Ok(false),
         }

@@ -50,7 +50,10 @@
 //!   same network right after (decision of issue 11's profile; saves one of the protocol's ten).
 //! - **Parameter sync.** The actor holds its own copy of the online network and refreshes it
 //!   every `parameter_sync_every` vector steps (default 1: it acts with the newest parameters,
-//!   as the single-process reference does); at checkpoints it always refreshes.
+//!   as the single-process reference does); at checkpoints it always refreshes. In this process
+//!   the learner publishes to a [`LocalParameters`] board, which keeps the parameters as tensors
+//!   on the learner's device and copies them into the actor's network there (no host round trip;
+//!   issue 11's profile); the distributed mode's actors fetch plain arrays over gRPC.
 //!
 //! # Run folder
 //!

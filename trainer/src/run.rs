@@ -21,7 +21,7 @@ use crate::{
     config::{TrainConfig, TrainMode},
     env::VecEnv,
     plot,
-    transport::{KeypointSource, LocalKeypoints, LocalParameters, LocalReplay, ParameterSink, Parameters, ReplayClient, ReplayWriter},
+    transport::{KeypointSource, LocalKeypoints, LocalParameters, LocalReplay, ParameterSink, ReplayClient, ReplayWriter},
 };
 
 /// Which environments a factory is asked for.
@@ -991,7 +991,7 @@ impl LearnerSide<'_> {
 /// Publishes the learner's online parameters under its update count.
 pub(crate) fn publish_to(params: &dyn ParameterSink, learner: &Learner) -> anyhow::Result<()> {
     let (vs, _) = learner.online();
-    params.publish(Parameters::from_var_store(learner.updates(), vs)?)?;
+    params.publish_from(learner.updates(), vs)?;
     metrics::gauge!(pkrl_telemetry::names::LEARNER_PARAMETER_VERSION).set(learner.updates() as f64);
     Ok(())
 }

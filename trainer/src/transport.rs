@@ -4,7 +4,10 @@
 //! [`ParameterSource`] and reports its steps to a [`ProgressReporter`]; the learner samples from
 //! the replay through a [`ReplayClient`] and publishes through a [`ParameterSink`].
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -67,11 +70,36 @@ impl Parameters {
 pub trait ParameterSource: Send {
     /// The newest parameters if their version is above `have`.
     fn fetch_newer(&self, have: Option<u64>) -> anyhow::Result<Option<Arc<Parameters>>>;
+
+    /// Loads the newest parameters into `vs` if their version is above `have`; returns that
+    /// version. The default goes through [`ParameterSource::fetch_newer`]'s plain arrays and
+    /// ignores a version not above `have` even if the source offers one; [`LocalParameters`]
+    /// copies tensors on the device instead.
+    fn load_newer(&self, have: Option<u64>, vs: &mut tch::nn::VarStore) -> anyhow::Result<Option<u64>> {
+        match self.fetch_newer(have)? {
+            Some(parameters) if have.is_none_or(|held| parameters.version > held) => {
+                parameters.load_into(vs)?;
+                Ok(Some(parameters.version))
+            }
+            Some(parameters) => {
+                tracing::debug!(offered = parameters.version, held = have, "older parameters ignored");
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
 }
 
 /// Where the learner publishes parameters.
 pub trait ParameterSink: Send {
     fn publish(&self, parameters: Parameters) -> anyhow::Result<()>;
+
+    /// Publishes the variables of `vs` as `version`. The default copies them to plain arrays
+    /// ([`Parameters::from_var_store`]) for [`ParameterSink::publish`]; [`LocalParameters`] keeps
+    /// a copy on the variables' device.
+    fn publish_from(&self, version: u64, vs: &tch::nn::VarStore) -> anyhow::Result<()> {
+        self.publish(Parameters::from_var_store(version, vs)?)
+    }
 }
 
 /// The frozen keypoint front end as the actor sees it.
@@ -160,25 +188,103 @@ impl ReplayClient for LocalReplay {
 }
 
 /// In-process parameter board: the learner publishes, actors fetch the newest.
+///
+/// [`ParameterSink::publish_from`] keeps the newest parameters as tensors on the learner's
+/// device, copied into the same buffers at every publish, and [`ParameterSource::load_newer`]
+/// copies them into the actor's variables: in the embedded mode, where the learner and the actor
+/// share a device, parameters never leave it. Decision (issue 11's profile): the plain-array path
+/// it replaces read every variable back to the host and wrote it up again, at every vector step
+/// (`parameter_sync_every = 1`) — on a CUDA device one wait for the queued work per variable, and
+/// four host copies of the whole network on any device. Both paths load the same values.
+/// [`ParameterSource::fetch_newer`] still answers with plain arrays, converted on demand.
 #[derive(Clone, Default)]
 pub struct LocalParameters {
-    latest: Arc<Mutex<Option<Arc<Parameters>>>>,
+    latest: Arc<Mutex<Option<Board>>>,
+}
+
+/// What a [`LocalParameters`] holds.
+enum Board {
+    Arrays(Arc<Parameters>),
+    /// Copies of the variables, by name, on the device they were published from.
+    Tensors { version: u64, tensors: BTreeMap<String, Tensor> },
+}
+
+impl Board {
+    fn version(&self) -> u64 {
+        match self {
+            Board::Arrays(parameters) => parameters.version,
+            Board::Tensors { version, .. } => *version,
+        }
+    }
+}
+
+impl LocalParameters {
+    fn board(&self) -> std::sync::MutexGuard<'_, Option<Board>> {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl ParameterSource for LocalParameters {
     fn fetch_newer(&self, have: Option<u64>) -> anyhow::Result<Option<Arc<Parameters>>> {
-        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(latest.as_ref().filter(|p| have.is_none_or(|v| p.version > v)).cloned())
+        let board = self.board();
+        match board.as_ref().filter(|b| have.is_none_or(|v| b.version() > v)) {
+            None => Ok(None),
+            Some(Board::Arrays(parameters)) => Ok(Some(parameters.clone())),
+            Some(Board::Tensors { version, tensors }) => {
+                let mut arrays = Vec::with_capacity(tensors.len());
+                for (name, t) in tensors {
+                    let values = Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(tch::Kind::Float).flatten(0, -1))?;
+                    arrays.push((name.clone(), t.size(), values));
+                }
+                Ok(Some(Arc::new(Parameters { version: *version, arrays })))
+            }
+        }
+    }
+
+    fn load_newer(&self, have: Option<u64>, vs: &mut tch::nn::VarStore) -> anyhow::Result<Option<u64>> {
+        let board = self.board();
+        match board.as_ref().filter(|b| have.is_none_or(|v| b.version() > v)) {
+            None => Ok(None),
+            Some(Board::Arrays(parameters)) => {
+                parameters.load_into(vs)?;
+                Ok(Some(parameters.version))
+            }
+            Some(Board::Tensors { version, tensors }) => {
+                // The copies are queued under the lock: a publish after it is ordered after them.
+                learner::load_named(vs, tensors, "actor parameters")?;
+                Ok(Some(*version))
+            }
+        }
     }
 }
 
 impl ParameterSink for LocalParameters {
     fn publish(&self, parameters: Parameters) -> anyhow::Result<()> {
-        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(parameters));
+        *self.board() = Some(Board::Arrays(Arc::new(parameters)));
+        Ok(())
+    }
+
+    fn publish_from(&self, version: u64, vs: &tch::nn::VarStore) -> anyhow::Result<()> {
+        let variables = vs.variables();
+        let mut board = self.board();
+        tch::no_grad(|| {
+            if let Some(Board::Tensors { version: held, tensors }) = board.as_mut() {
+                let same = tensors.len() == variables.len()
+                    && variables.iter().all(|(name, v)| tensors.get(name).is_some_and(|t| t.size() == v.size() && t.device() == v.device()));
+                if same {
+                    for (name, v) in &variables {
+                        tensors.get_mut(name).expect("checked above").copy_(v);
+                    }
+                    *held = version;
+                    return;
+                }
+            }
+            let tensors = variables.iter().map(|(name, v)| (name.clone(), v.detach().copy())).collect();
+            *board = Some(Board::Tensors { version, tensors });
+        });
         Ok(())
     }
 }
-
 
 /// Sequences collected in memory, in order (the threaded trainer's actor hands them to the
 /// learner's thread with the rest of a step's report).
@@ -186,5 +292,61 @@ impl ReplayWriter for Vec<Sequence> {
     fn insert(&mut self, sequences: Vec<Sequence>) -> anyhow::Result<()> {
         self.extend(sequences);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::nn;
+
+    use super::*;
+
+    fn net(vs: &nn::VarStore, out: i64) {
+        let root = vs.root();
+        let _ = root.var("layer/weight", &[3, out], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+        let _ = root.var("layer/bias", &[out], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+    }
+
+    fn values(vs: &nn::VarStore) -> BTreeMap<String, Vec<f32>> {
+        vs.variables().into_iter().map(|(n, t)| (n, Vec::<f32>::try_from(t.flatten(0, -1)).unwrap())).collect()
+    }
+
+    #[test]
+    fn the_local_board_hands_the_published_tensors_to_actors_and_the_same_arrays_to_fetches() {
+        let (learner, mut actor) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
+        net(&learner, 4);
+        net(&actor, 4);
+        let board = LocalParameters::default();
+        assert_eq!(board.load_newer(None, &mut actor).unwrap(), None, "nothing published");
+        board.publish_from(3, &learner).unwrap();
+        assert_eq!(board.load_newer(Some(3), &mut actor).unwrap(), None, "not above the held version");
+        assert_ne!(values(&actor), values(&learner));
+        assert_eq!(board.load_newer(Some(2), &mut actor).unwrap(), Some(3));
+        assert_eq!(values(&actor), values(&learner));
+        // The plain-array form of the same version is what the array path would have published.
+        let fetched = board.fetch_newer(None).unwrap().unwrap();
+        assert_eq!(*fetched, Parameters::from_var_store(3, &learner).unwrap());
+        // The next publish reuses the board's buffers: a copy, not a view of the learner's variables.
+        let held = values(&learner);
+        tch::no_grad(|| {
+            for (_, mut v) in learner.variables() {
+                let _ = v.g_add_scalar_(1.0);
+            }
+        });
+        assert_eq!(board.load_newer(Some(2), &mut actor).unwrap(), Some(3));
+        assert_eq!(values(&actor), held, "version 3 is the values at its publish");
+        board.publish_from(4, &learner).unwrap();
+        assert_eq!(board.load_newer(Some(3), &mut actor).unwrap(), Some(4));
+        assert_eq!(values(&actor), values(&learner));
+        // Arrays published afterwards replace the tensors; tensors after arrays replace them back.
+        board.publish(Parameters::from_var_store(5, &actor).unwrap()).unwrap();
+        assert_eq!(board.fetch_newer(Some(4)).unwrap().unwrap().version, 5);
+        board.publish_from(6, &learner).unwrap();
+        assert_eq!(board.load_newer(Some(5), &mut actor).unwrap(), Some(6));
+        // An actor of another shape gets a one-line error naming the variable.
+        let mut other = nn::VarStore::new(Device::Cpu);
+        net(&other, 5);
+        let err = board.load_newer(None, &mut other).unwrap_err().to_string();
+        assert!(err.contains("layer/") && !err.contains('\n'), "{err}");
     }
 }
