@@ -97,7 +97,8 @@ fn main() -> anyhow::Result<()> {
         writeln!(table, "| {round} | {updates} | {whole:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |", ms[0], ms[1], ms[2], ms[3], ms[4])?;
     }
     println!("{table}");
-    std::fs::create_dir_all("target/bench")?;
-    std::fs::write("target/bench/update_overhead.md", &table)?;
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("update_overhead.md"), &table)?;
     Ok(())
 }
