@@ -157,5 +157,10 @@ pub fn train_agent(config: &Config, dir: &Path, resume: bool) -> anyhow::Result<
         let (second, _) = front_end(config, dir)?;
         trainer.set_learner_front(second);
     }
+    if config.train.background_eval && config.train.eval_every > 0 {
+        // So does the background evaluations' thread.
+        let (third, _) = front_end(config, dir)?;
+        trainer.set_eval_front(third);
+    }
     trainer.run()
 }

@@ -67,6 +67,15 @@ pub struct TrainConfig {
     /// Threads mode: how many updates the learner may lag behind the schedule before the actor
     /// waits for it.
     pub max_update_lag: u64,
+    /// Play each periodic evaluation on a thread of its own, on a copy of the online network
+    /// taken when it is due, while training goes on (the embedded trainer; it needs a front-end
+    /// instance of its own, `Trainer::set_eval_front`). The records are the same as in the
+    /// foreground: an evaluation is a function of the copied parameters and its seeds, and draws
+    /// from no generator training uses. They land in `eval.csv` when the thread is joined: at the
+    /// next evaluation, at a checkpoint (so a resumed run has them) and before the final
+    /// evaluation, which stays in the foreground. Meant for a GPU machine with spare cores; on
+    /// a CPU the two threads share the cores.
+    pub background_eval: bool,
 }
 
 impl Default for TrainConfig {
@@ -91,6 +100,7 @@ impl Default for TrainConfig {
             clip_rewards: true,
             mode: TrainMode::Lockstep,
             max_update_lag: 4,
+            background_eval: false,
         }
     }
 }

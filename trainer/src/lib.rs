@@ -48,6 +48,12 @@
 //!   raw scores; the final evaluation plays `final_eval_episodes` games after the budget. A
 //!   periodic evaluation that would fall on the budget itself is skipped: the final one plays the
 //!   same network right after (decision of issue 11's profile; saves one of the protocol's ten).
+//!   With `train.background_eval` the periodic evaluations run on a thread of their own, on a
+//!   copy of the online network and a front-end instance of their own
+//!   ([`Trainer::set_eval_front`]), while training goes on; the records are the same (test:
+//!   `evaluations_in_the_background_give_the_foreground_records`) and are joined at the next
+//!   evaluation, at checkpoints and before the final evaluation. Decision (issue 11's profile):
+//!   the H200 run spent ~8 s per periodic evaluation with the training thread idle.
 //! - **Parameter sync.** The actor holds its own copy of the online network and refreshes it
 //!   every `parameter_sync_every` vector steps (default 1: it acts with the newest parameters,
 //!   as the single-process reference does); at checkpoints it always refreshes. In this process

@@ -213,8 +213,12 @@ pub struct Timing {
     pub learning_backward_s: f64,
     /// The learner waiting for the actor's next step (threads mode).
     pub learner_idle_s: f64,
-    /// Periodic greedy evaluations.
+    /// Periodic greedy evaluations (with `train.background_eval`: the evaluation threads' own
+    /// time, which overlaps training).
     pub evaluation_s: f64,
+    /// With `train.background_eval`: training waiting for an evaluation thread to finish.
+    #[serde(default)]
+    pub evaluation_waiting_s: f64,
     /// Checkpoints (replay snapshot included).
     pub checkpoint_s: f64,
     /// The final evaluation over `train.final_eval_seeds`.
@@ -329,6 +333,11 @@ pub struct Trainer {
     pub keypoint_pretrain_frames: Option<u64>,
     /// The learner thread's front end in threads mode ([`Trainer::set_learner_front`]).
     learner_front: Option<Box<dyn KeypointModel>>,
+    /// What a background evaluation takes to its thread ([`Trainer::set_eval_front`]); `None`
+    /// while one is running.
+    eval_side: Option<EvalSide>,
+    /// The running background evaluation.
+    pending_eval: Option<std::thread::JoinHandle<(EvalSide, anyhow::Result<EvalRecord>, f64)>>,
     /// Agent steps at the last checkpoint.
     checkpointed_at: Option<u64>,
     /// Seconds per phase (the caller fills in the pre-training ones); in `final_scores.json`.
@@ -345,6 +354,13 @@ impl Timing {
         self.learning_target_s += phases.target_s;
         self.learning_backward_s += phases.backward_s;
     }
+}
+
+/// A background evaluation's own front end and copy of the online network.
+struct EvalSide {
+    front: Box<dyn KeypointModel>,
+    vs: tch::nn::VarStore,
+    agent: agent::KeypointAgent,
 }
 
 /// A [`KeypointSource`] that adds the seconds spent in `inner` to `seconds`.
@@ -439,6 +455,8 @@ impl Trainer {
             stop_at: None,
             keypoint_pretrain_frames: None,
             learner_front: None,
+            eval_side: None,
+            pending_eval: None,
             checkpointed_at: None,
             timing: Timing::default(),
         };
@@ -519,6 +537,19 @@ impl Trainer {
     /// libtorch modules are not shared across threads here). The lockstep mode ignores it.
     pub fn set_learner_front(&mut self, front: Box<dyn KeypointModel>) {
         self.learner_front = Some(front);
+    }
+
+    /// A front-end instance for background evaluations (`train.background_eval`; the setting
+    /// is ignored without one, and this is ignored without the setting).
+    pub fn set_eval_front(&mut self, front: Box<dyn KeypointModel>) {
+        let vs = tch::nn::VarStore::new(front.device());
+        // The copy's initial weights are overwritten before every evaluation; the lock keeps
+        // their draw from libtorch's global generator away from networks built elsewhere.
+        let agent = {
+            let _init = NETWORK_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            agent::KeypointAgent::new(&vs.root(), &self.settings.agent, front_end_shape(front.as_ref()), self.env.num_actions() as i64)
+        };
+        self.eval_side = Some(EvalSide { front, vs, agent });
     }
 
     /// One vector step of the actor, then the updates it made due.
@@ -669,7 +700,34 @@ impl Trainer {
     }
 
     fn periodic_evaluation(&mut self) -> anyhow::Result<()> {
+        self.join_evaluation()?;
         let index = self.evals.len() as u64;
+        let t = &self.settings.train;
+        if t.background_eval
+            && let Some(mut side) = self.eval_side.take()
+        {
+            let env = (self.envs)(EnvRole::Eval { num_envs: crate::actor::eval_env_count(t.eval_envs, t.eval_episodes) }, derive_seed(self.seed, 5, index));
+            let env = match env {
+                Ok(env) => env,
+                Err(e) => {
+                    self.eval_side = Some(side);
+                    return Err(e);
+                }
+            };
+            if let Err(e) = side.vs.copy(self.learner.online().0) {
+                self.eval_side = Some(side);
+                return Err(anyhow::anyhow!("cannot copy the online network for an evaluation: {e}"));
+            }
+            let (steps, updates, episodes, seed) = (self.actor.steps, self.learner.updates(), t.eval_episodes, derive_seed(self.seed, 6, index));
+            let handle = std::thread::Builder::new().name("evaluation".into()).spawn(move || {
+                let started = Instant::now();
+                let mut env = env;
+                let record = evaluate(&side.agent, side.front.as_ref(), env.as_mut(), episodes, 0.0, seed).map(|results| EvalRecord::new(steps, updates, &results));
+                (side, record, started.elapsed().as_secs_f64())
+            })?;
+            self.pending_eval = Some(handle);
+            return Ok(());
+        }
         let started = Instant::now();
         let record = periodic_evaluation(&self.learner, self.front.as_ref(), &mut self.envs, &self.settings.train, self.seed, index, self.actor.steps)?;
         self.timing.evaluation_s += started.elapsed().as_secs_f64();
@@ -677,7 +735,22 @@ impl Trainer {
         self.write_logs()
     }
 
+    /// Waits for the background evaluation, if one runs, and records it.
+    fn join_evaluation(&mut self) -> anyhow::Result<()> {
+        let Some(handle) = self.pending_eval.take() else { return Ok(()) };
+        let waiting = Instant::now();
+        let (side, record, seconds) = handle.join().map_err(|_| anyhow::anyhow!("the evaluation thread panicked"))?;
+        self.timing.evaluation_waiting_s += waiting.elapsed().as_secs_f64();
+        self.timing.evaluation_s += seconds;
+        self.eval_side = Some(side);
+        let record = record?;
+        report_evaluation(&record);
+        self.evals.push(record);
+        self.write_logs()
+    }
+
     fn final_evaluation(&mut self) -> anyhow::Result<FinalScores> {
+        self.join_evaluation()?;
         self.log_row(self.settings.train.epsilon(self.actor.steps))?;
         let started = Instant::now();
         let scores = final_evaluation(&self.learner, self.front.as_ref(), &mut self.envs, &self.settings.train, self.seed, self.actor.steps, self.episodes.len() as u64, &self.evals)?;
@@ -696,6 +769,8 @@ impl Trainer {
 
     /// Cuts every episode, saves learner, replay and counters, restarts the environments.
     fn checkpoint(&mut self) -> anyhow::Result<()> {
+        // The evaluations so far belong in the checkpoint, so a resumed run has them.
+        self.join_evaluation()?;
         let started = Instant::now();
         let saved = self.save_checkpoint();
         self.timing.checkpoint_s += started.elapsed().as_secs_f64();
@@ -831,9 +906,14 @@ pub(crate) fn periodic_evaluation(learner: &Learner, front: &dyn KeypointModel, 
     let (_, agent) = learner.online();
     let results = evaluate(agent, front, env.as_mut(), t.eval_episodes, 0.0, derive_seed(seed, 6, index))?;
     let record = EvalRecord::new(agent_steps, learner.updates(), &results);
+    report_evaluation(&record);
+    Ok(record)
+}
+
+/// A periodic evaluation's gauge and log line.
+fn report_evaluation(record: &EvalRecord) {
     metrics::gauge!(pkrl_telemetry::names::EVAL_RETURN).set(record.mean);
     tracing::info!(steps = record.agent_steps, mean = format!("{:.1}", record.mean), std = format!("{:.1}", record.std), "evaluation");
-    Ok(record)
 }
 
 /// The final evaluation (spec 8) over `t.final_eval_seeds`: the median seed's mean is the score.

@@ -142,3 +142,42 @@ fn a_resumed_run_continues_exactly() {
     }
     assert_eq!(final_a.final_eval_per_seed, final_c.final_eval_per_seed);
 }
+
+#[test]
+fn evaluations_in_the_background_give_the_foreground_records() {
+    tch::set_num_threads(2);
+    let mut s = settings(900, EncoderKind::Cnn);
+    s.train.learning_starts = 100;
+    s.train.eval_every = 300;
+    s.train.final_eval_episodes = 8;
+    let run = |background: bool, checkpoint_every: u64| {
+        let mut s = s.clone();
+        s.train.background_eval = background;
+        s.train.checkpoint_every = checkpoint_every;
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Trainer::new(s, 3, dir.path(), Box::new(OracleKeypoints::new(Device::Cpu)), toy_envs(), false).unwrap();
+        t.set_eval_front(Box::new(OracleKeypoints::new(Device::Cpu)));
+        let scores = t.run().unwrap().unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("eval.csv")).unwrap();
+        (t.evals().to_vec(), scores, csv, t.learner().parameters())
+    };
+    // Without checkpoints the 300 evaluation is joined at the 600 one and that one before the
+    // final evaluation; with them each is joined at the checkpoint of its step. (Checkpoints cut
+    // episodes, so each setting has its own foreground run.)
+    for checkpoint_every in [0, 300] {
+        let (evals, scores, csv, params) = run(false, checkpoint_every);
+        assert_eq!(evals.iter().map(|e| e.agent_steps).collect::<Vec<_>>(), [300, 600], "evaluations at 300 and 600 (900 is the final one)");
+        assert_eq!(scores.timing.evaluation_waiting_s, 0.0);
+        let (b_evals, b_scores, b_csv, b_params) = run(true, checkpoint_every);
+        assert_eq!(b_evals, evals, "checkpoint_every {checkpoint_every}");
+        assert_eq!(b_csv, csv);
+        assert_eq!(b_scores.final_eval_per_seed, scores.final_eval_per_seed);
+        assert_eq!(b_scores.updates, scores.updates);
+        for ((na, ta), (nb, tb)) in params.iter().zip(&b_params) {
+            assert_eq!(na, nb);
+            assert!(ta.equal(tb), "parameter {na} differs");
+        }
+        assert!(b_scores.timing.evaluation_s > 0.0);
+        assert!(b_scores.timing.evaluation_waiting_s > 0.0, "the evaluations ran on their thread and were joined");
+    }
+}
