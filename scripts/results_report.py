@@ -510,7 +510,8 @@ def main():
         w(f"Source: {source(runs)}. Absolute seconds from a shared machine are indicative only; the shares are the")
         w("profile. The full single-seed Atari-100k timing (goal: under 10 minutes on one H100) is a GPU measurement: a run on")
         w("an H200 cut at 400 s (BENCHMARKS.md, `results/gpu/2026-12-04-h200/`) projected ~17.7 minutes before the learner's")
-        w("update was cut down; not re-measured since.")
+        w("update was cut down, the embedded parameter hand-over kept on the device and periodic evaluations moved off the")
+        w("training thread (`train.background_eval`); not re-measured on a GPU since.")
         w("")
         feature_cache_section(runs, w)
 
