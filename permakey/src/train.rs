@@ -167,6 +167,27 @@ impl PendingLosses {
     }
 }
 
+/// What a pre-training loop writes after a batch.
+struct Due {
+    /// A CSV row.
+    log: bool,
+    preview: bool,
+    /// A checkpoint.
+    save: bool,
+}
+
+impl Due {
+    /// After `done` batches (the last batch gets all three, a preview only if previews are on).
+    fn after(train: &PretrainConfig, done: u64) -> Self {
+        let last = done == train.steps;
+        Self {
+            log: done % train.log_every.max(1) == 0 || last,
+            preview: train.preview_every > 0 && (done % train.preview_every == 0 || last),
+            save: done % train.checkpoint_every.max(1) == 0 || last,
+        }
+    }
+}
+
 /// A progress bar with losses and ETA (hidden when `train.progress` is off), at `position`.
 fn progress_bar(train: &PretrainConfig, position: u64) -> indicatif::ProgressBar {
     let bar = if train.progress { indicatif::ProgressBar::new(train.steps) } else { indicatif::ProgressBar::hidden() };
@@ -235,9 +256,7 @@ pub fn pretrain(
         let lr = adam.current_lr();
         adam.backward_step(&losses.total);
         let done = adam.step;
-        let preview = train.preview_every > 0 && (done % train.preview_every == 0 || done == train.steps);
-        let save = done % train.checkpoint_every.max(1) == 0 || done == train.steps;
-        let log = done % train.log_every.max(1) == 0 || done == train.steps;
+        let Due { log, preview, save } = Due::after(train, done);
         if log || preview || save {
             pending.check()?;
         }
@@ -331,9 +350,7 @@ pub fn pretrain_transporter(
         let lr = adam.current_lr();
         adam.backward_step(&loss);
         let done = adam.step;
-        let preview = train.preview_every > 0 && (done % train.preview_every == 0 || done == train.steps);
-        let save = done % train.checkpoint_every.max(1) == 0 || done == train.steps;
-        let log = done % train.log_every.max(1) == 0 || done == train.steps;
+        let Due { log, preview, save } = Due::after(train, done);
         if log || preview || save {
             pending.check()?;
         }
