@@ -216,6 +216,9 @@ impl DistributedLearner {
     /// `envs` gives the evaluation environments (and the action count).
     pub fn new(settings: TrainerSettings, seed: u64, dir: &Path, front: Box<dyn KeypointModel>, mut envs: EnvFactory, resume: bool) -> anyhow::Result<Self> {
         settings.validate()?;
+        if settings.train.background_eval {
+            tracing::warn!("train.background_eval applies to the embedded trainer; the distributed learner still pauses its updates for each periodic evaluation");
+        }
         let checkpoints = dir.join("checkpoints");
         let saved = if resume {
             Some(permakey::checkpoint::load::<LearnerState>(&checkpoints, CHECKPOINT_KIND).map_err(|e| anyhow::anyhow!("cannot resume the learner from {}: {e}", dir.display()))?)
