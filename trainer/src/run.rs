@@ -704,25 +704,15 @@ impl Trainer {
         let index = self.evals.len() as u64;
         let t = &self.settings.train;
         if t.background_eval
-            && let Some(mut side) = self.eval_side.take()
+            && let Some(side) = self.eval_side.as_mut()
         {
-            let env = (self.envs)(EnvRole::Eval { num_envs: crate::actor::eval_env_count(t.eval_envs, t.eval_episodes) }, derive_seed(self.seed, 5, index));
-            let env = match env {
-                Ok(env) => env,
-                Err(e) => {
-                    self.eval_side = Some(side);
-                    return Err(e);
-                }
-            };
-            if let Err(e) = side.vs.copy(self.learner.online().0) {
-                self.eval_side = Some(side);
-                return Err(anyhow::anyhow!("cannot copy the online network for an evaluation: {e}"));
-            }
-            let (steps, updates, episodes, seed) = (self.actor.steps, self.learner.updates(), t.eval_episodes, derive_seed(self.seed, 6, index));
+            let mut env = periodic_eval_env(&mut self.envs, t, self.seed, index)?;
+            side.vs.copy(self.learner.online().0).map_err(|e| anyhow::anyhow!("cannot copy the online network for an evaluation: {e}"))?;
+            let side = self.eval_side.take().expect("borrowed above");
+            let (t, seed, steps, updates) = (t.clone(), self.seed, self.actor.steps, self.learner.updates());
             let handle = std::thread::Builder::new().name("evaluation".into()).spawn(move || {
                 let started = Instant::now();
-                let mut env = env;
-                let record = evaluate(&side.agent, side.front.as_ref(), env.as_mut(), episodes, 0.0, seed).map(|results| EvalRecord::new(steps, updates, &results));
+                let record = play_periodic_eval(&side.agent, side.front.as_ref(), env.as_mut(), &t, seed, index, steps, updates);
                 (side, record, started.elapsed().as_secs_f64())
             })?;
             self.pending_eval = Some(handle);
@@ -902,12 +892,23 @@ pub(crate) fn write_run_logs(dir: &Path, metrics: &[MetricsRow], evals: &[EvalRe
 
 /// Periodic evaluation number `index` (spec 8) of the learner's online network at `agent_steps`.
 pub(crate) fn periodic_evaluation(learner: &Learner, front: &dyn KeypointModel, envs: &mut EnvFactory, t: &TrainConfig, seed: u64, index: u64, agent_steps: u64) -> anyhow::Result<EvalRecord> {
-    let mut env = envs(EnvRole::Eval { num_envs: crate::actor::eval_env_count(t.eval_envs, t.eval_episodes) }, derive_seed(seed, 5, index))?;
+    let mut env = periodic_eval_env(envs, t, seed, index)?;
     let (_, agent) = learner.online();
-    let results = evaluate(agent, front, env.as_mut(), t.eval_episodes, 0.0, derive_seed(seed, 6, index))?;
-    let record = EvalRecord::new(agent_steps, learner.updates(), &results);
+    let record = play_periodic_eval(agent, front, env.as_mut(), t, seed, index, agent_steps, learner.updates())?;
     report_evaluation(&record);
     Ok(record)
+}
+
+/// The environments of periodic evaluation number `index`.
+fn periodic_eval_env(envs: &mut EnvFactory, t: &TrainConfig, seed: u64, index: u64) -> anyhow::Result<Box<dyn VecEnv>> {
+    envs(EnvRole::Eval { num_envs: crate::actor::eval_env_count(t.eval_envs, t.eval_episodes) }, derive_seed(seed, 5, index))
+}
+
+/// Plays periodic evaluation number `index` of `agent` in `env` (from [`periodic_eval_env`]).
+#[allow(clippy::too_many_arguments)]
+fn play_periodic_eval(agent: &agent::KeypointAgent, front: &dyn KeypointModel, env: &mut dyn VecEnv, t: &TrainConfig, seed: u64, index: u64, agent_steps: u64, updates: u64) -> anyhow::Result<EvalRecord> {
+    let results = evaluate(agent, front, env, t.eval_episodes, 0.0, derive_seed(seed, 6, index))?;
+    Ok(EvalRecord::new(agent_steps, updates, &results))
 }
 
 /// A periodic evaluation's gauge and log line.

@@ -46,10 +46,15 @@ pub struct Parameters {
 impl Parameters {
     /// Copies every variable of `vs` (all must be float).
     pub fn from_var_store(version: u64, vs: &tch::nn::VarStore) -> anyhow::Result<Self> {
+        Self::from_named(version, learner::named_cpu_copies(vs).iter().map(|(name, t)| (name, t)))
+    }
+
+    /// `named` tensors (in name order, on any device) as plain arrays.
+    fn from_named<'a>(version: u64, named: impl IntoIterator<Item = (&'a String, &'a Tensor)>) -> anyhow::Result<Self> {
         let mut arrays = Vec::new();
-        for (name, t) in learner::named_cpu_copies(vs) {
-            let values = Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).flatten(0, -1))?;
-            arrays.push((name, t.size(), values));
+        for (name, t) in named {
+            let values = Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(tch::Kind::Float).flatten(0, -1))?;
+            arrays.push((name.clone(), t.size(), values));
         }
         Ok(Self { version, arrays })
     }
@@ -230,14 +235,7 @@ impl ParameterSource for LocalParameters {
         match board.as_ref().filter(|b| have.is_none_or(|v| b.version() > v)) {
             None => Ok(None),
             Some(Board::Arrays(parameters)) => Ok(Some(parameters.clone())),
-            Some(Board::Tensors { version, tensors }) => {
-                let mut arrays = Vec::with_capacity(tensors.len());
-                for (name, t) in tensors {
-                    let values = Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(tch::Kind::Float).flatten(0, -1))?;
-                    arrays.push((name.clone(), t.size(), values));
-                }
-                Ok(Some(Arc::new(Parameters { version: *version, arrays })))
-            }
+            Some(Board::Tensors { version, tensors }) => Ok(Some(Arc::new(Parameters::from_named(*version, tensors)?))),
         }
     }
 
