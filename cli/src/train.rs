@@ -157,10 +157,13 @@ pub fn train_agent(config: &Config, dir: &Path, resume: bool) -> anyhow::Result<
         let (second, _) = front_end(config, dir)?;
         trainer.set_learner_front(second);
     }
-    if config.train.background_eval && config.train.eval_every > 0 {
-        // So does the background evaluations' thread.
-        let (third, _) = front_end(config, dir)?;
-        trainer.set_eval_front(third);
+    // So do the background evaluations' thread and the final evaluation's extra threads (one
+    // instance serves both: the background one is joined before the final evaluation).
+    let background = usize::from(config.train.background_eval && config.train.eval_every > 0);
+    let final_helpers = config.train.final_eval_workers.min(config.train.final_eval_seeds.len()).saturating_sub(1);
+    for _ in 0..background.max(final_helpers) {
+        let (extra, _) = front_end(config, dir)?;
+        trainer.add_eval_front(extra);
     }
     trainer.run()
 }

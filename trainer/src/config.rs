@@ -69,13 +69,21 @@ pub struct TrainConfig {
     pub max_update_lag: u64,
     /// Play each periodic evaluation on a thread of its own, on a copy of the online network
     /// taken when it is due, while training goes on (the embedded trainer; it needs a front-end
-    /// instance of its own, `Trainer::set_eval_front`). The records are the same as in the
+    /// instance of its own, `Trainer::add_eval_front`). The records are the same as in the
     /// foreground: an evaluation is a function of the copied parameters and its seeds, and draws
     /// from no generator training uses. They land in `eval.csv` when the thread is joined: at the
     /// next evaluation, at a checkpoint (so a resumed run has them) and before the final
     /// evaluation, which stays in the foreground. Meant for a GPU machine with spare cores; on
     /// a CPU the two threads share the cores.
     pub background_eval: bool,
+    /// Threads the final evaluation spreads its seeds over (1: one after the other). Each thread
+    /// plays on a copy of the online network and a front-end instance of its own
+    /// (`Trainer::add_eval_front`; the background evaluations' instance is reused), so the
+    /// records are the same as one after the other: a seed's games are a function of the network,
+    /// the model and that seed. More threads than seeds are not used. Meant for a GPU machine
+    /// with spare cores, where each seed's games are small batches that leave the device idle;
+    /// the embedded trainer only.
+    pub final_eval_workers: usize,
 }
 
 impl Default for TrainConfig {
@@ -101,6 +109,7 @@ impl Default for TrainConfig {
             mode: TrainMode::Lockstep,
             max_update_lag: 4,
             background_eval: false,
+            final_eval_workers: 1,
         }
     }
 }
@@ -114,6 +123,11 @@ impl TrainConfig {
         anyhow::ensure!(self.eval_envs > 0, "train.eval_envs must be at least 1");
         anyhow::ensure!(self.final_eval_episodes > 0, "train.final_eval_episodes must be at least 1");
         anyhow::ensure!(self.eval_every == 0 || self.eval_episodes > 0, "train.eval_episodes must be at least 1 while train.eval_every is set (0 turns periodic evaluation off)");
+        anyhow::ensure!(
+            self.final_eval_workers >= 1,
+            "train.final_eval_workers must be at least 1 (1 plays the final evaluation's seeds one after the other), got {}",
+            self.final_eval_workers
+        );
         anyhow::ensure!(
             self.final_eval_seeds.len() % 2 == 1,
             "train.final_eval_seeds must hold an odd number of seeds (the score is the median seed's), got {}",

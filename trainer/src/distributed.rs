@@ -219,6 +219,9 @@ impl DistributedLearner {
         if settings.train.background_eval {
             tracing::warn!("train.background_eval applies to the embedded trainer; the distributed learner still pauses its updates for each periodic evaluation");
         }
+        if settings.train.final_eval_workers > 1 {
+            tracing::warn!("train.final_eval_workers applies to the embedded trainer; the distributed learner plays the final evaluation's seeds one after the other");
+        }
         let checkpoints = dir.join("checkpoints");
         let saved = if resume {
             Some(permakey::checkpoint::load::<LearnerState>(&checkpoints, CHECKPOINT_KIND).map_err(|e| anyhow::anyhow!("cannot resume the learner from {}: {e}", dir.display()))?)
@@ -504,7 +507,7 @@ impl DistributedLearner {
         self.collect_games();
         self.log_row(replay)?;
         let t = self.settings.train.clone();
-        let scores = final_evaluation(&self.learner, self.front.as_ref(), &mut self.envs, &t, self.seed, self.steps_seen, self.episodes.len() as u64, &self.evals)?;
+        let scores = final_evaluation(&self.learner, self.front.as_ref(), &mut [], &mut self.envs, &t, self.seed, self.steps_seen, self.episodes.len() as u64, &self.evals)?;
         let scores = FinalScores { keypoint_pretrain_frames: self.keypoint_pretrain_frames, wall_seconds: self.started.elapsed().as_secs_f64(), ..scores };
         write_atomic(&self.dir.join("final_scores.json"), serde_json::to_string_pretty(&scores)?.as_bytes())?;
         write_run_logs(&self.dir, &self.metrics, &self.evals, &self.episodes, t.agent_steps)?;

@@ -50,10 +50,16 @@
 //!   same network right after (decision of issue 11's profile; saves one of the protocol's ten).
 //!   With `train.background_eval` the periodic evaluations run on a thread of their own, on a
 //!   copy of the online network and a front-end instance of their own
-//!   ([`Trainer::set_eval_front`]), while training goes on; the records are the same (test:
+//!   ([`Trainer::add_eval_front`]), while training goes on; the records are the same (test:
 //!   `evaluations_in_the_background_give_the_foreground_records`) and are joined at the next
 //!   evaluation, at checkpoints and before the final evaluation. Decision (issue 11's profile):
 //!   the H200 run spent ~8 s per periodic evaluation with the training thread idle.
+//!   `train.final_eval_workers` deals the final evaluation's seeds round-robin to the training
+//!   thread and up to that many minus one scoped threads, each with a network copy and one of the
+//!   same front-end instances; the records are those of one thread (test:
+//!   `final_evaluation_threads_give_the_records_of_one_thread`). Decision (same profile): the
+//!   H200 played the 5 seeds one after the other, ~6.6 s each, with 10 games per seed as a
+//!   batch of 10 that leaves the GPU and the 16 cores mostly idle.
 //! - **Parameter sync.** The actor holds its own copy of the online network and refreshes it
 //!   every `parameter_sync_every` vector steps (default 1: it acts with the newest parameters,
 //!   as the single-process reference does); at checkpoints it always refreshes. In this process

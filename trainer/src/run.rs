@@ -333,9 +333,10 @@ pub struct Trainer {
     pub keypoint_pretrain_frames: Option<u64>,
     /// The learner thread's front end in threads mode ([`Trainer::set_learner_front`]).
     learner_front: Option<Box<dyn KeypointModel>>,
-    /// What a background evaluation takes to its thread ([`Trainer::set_eval_front`]); `None`
-    /// while one is running.
-    eval_side: Option<EvalSide>,
+    /// Evaluation front ends with network copies ([`Trainer::add_eval_front`]): a background
+    /// evaluation takes one to its thread (and gives it back when joined); the final evaluation's
+    /// extra threads take them all.
+    eval_sides: Vec<EvalSide>,
     /// The running background evaluation.
     pending_eval: Option<std::thread::JoinHandle<(EvalSide, anyhow::Result<EvalRecord>, f64)>>,
     /// Agent steps at the last checkpoint.
@@ -356,11 +357,18 @@ impl Timing {
     }
 }
 
-/// A background evaluation's own front end and copy of the online network.
-struct EvalSide {
+/// An evaluation thread's own front end and copy of the online network.
+pub(crate) struct EvalSide {
     front: Box<dyn KeypointModel>,
     vs: tch::nn::VarStore,
     agent: agent::KeypointAgent,
+}
+
+impl EvalSide {
+    /// Copies the learner's online network into this side's.
+    fn copy_network(&mut self, learner: &Learner) -> anyhow::Result<()> {
+        self.vs.copy(learner.online().0).map_err(|e| anyhow::anyhow!("cannot copy the online network for an evaluation: {e}"))
+    }
 }
 
 /// A [`KeypointSource`] that adds the seconds spent in `inner` to `seconds`.
@@ -455,7 +463,7 @@ impl Trainer {
             stop_at: None,
             keypoint_pretrain_frames: None,
             learner_front: None,
-            eval_side: None,
+            eval_sides: Vec::new(),
             pending_eval: None,
             checkpointed_at: None,
             timing: Timing::default(),
@@ -539,9 +547,10 @@ impl Trainer {
         self.learner_front = Some(front);
     }
 
-    /// A front-end instance for background evaluations (`train.background_eval`; the setting
-    /// is ignored without one, and this is ignored without the setting).
-    pub fn set_eval_front(&mut self, front: Box<dyn KeypointModel>) {
+    /// A front-end instance for evaluations off the training thread: background evaluations
+    /// (`train.background_eval`, ignored without one) use one, and the final evaluation plays on
+    /// up to `train.final_eval_workers - 1` of them beside the training thread's own.
+    pub fn add_eval_front(&mut self, front: Box<dyn KeypointModel>) {
         let vs = tch::nn::VarStore::new(front.device());
         // The copy's initial weights are overwritten before every evaluation; the lock keeps
         // their draw from libtorch's global generator away from networks built elsewhere.
@@ -549,7 +558,7 @@ impl Trainer {
             let _init = NETWORK_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             agent::KeypointAgent::new(&vs.root(), &self.settings.agent, front_end_shape(front.as_ref()), self.env.num_actions() as i64)
         };
-        self.eval_side = Some(EvalSide { front, vs, agent });
+        self.eval_sides.push(EvalSide { front, vs, agent });
     }
 
     /// One vector step of the actor, then the updates it made due.
@@ -704,11 +713,11 @@ impl Trainer {
         let index = self.evals.len() as u64;
         let t = &self.settings.train;
         if t.background_eval
-            && let Some(side) = self.eval_side.as_mut()
+            && let Some(side) = self.eval_sides.last_mut()
         {
             let mut env = periodic_eval_env(&mut self.envs, t, self.seed, index)?;
-            side.vs.copy(self.learner.online().0).map_err(|e| anyhow::anyhow!("cannot copy the online network for an evaluation: {e}"))?;
-            let side = self.eval_side.take().expect("borrowed above");
+            side.copy_network(&self.learner)?;
+            let side = self.eval_sides.pop().expect("borrowed above");
             let (t, seed, steps, updates) = (t.clone(), self.seed, self.actor.steps, self.learner.updates());
             let handle = std::thread::Builder::new().name("evaluation".into()).spawn(move || {
                 let started = Instant::now();
@@ -732,7 +741,7 @@ impl Trainer {
         let (side, record, seconds) = handle.join().map_err(|_| anyhow::anyhow!("the evaluation thread panicked"))?;
         self.timing.evaluation_waiting_s += waiting.elapsed().as_secs_f64();
         self.timing.evaluation_s += seconds;
-        self.eval_side = Some(side);
+        self.eval_sides.push(side);
         let record = record?;
         report_evaluation(&record);
         self.evals.push(record);
@@ -743,7 +752,8 @@ impl Trainer {
         self.join_evaluation()?;
         self.log_row(self.settings.train.epsilon(self.actor.steps))?;
         let started = Instant::now();
-        let scores = final_evaluation(&self.learner, self.front.as_ref(), &mut self.envs, &self.settings.train, self.seed, self.actor.steps, self.episodes.len() as u64, &self.evals)?;
+        let helpers = self.settings.train.final_eval_workers.saturating_sub(1).min(self.eval_sides.len());
+        let scores = final_evaluation(&self.learner, self.front.as_ref(), &mut self.eval_sides[..helpers], &mut self.envs, &self.settings.train, self.seed, self.actor.steps, self.episodes.len() as u64, &self.evals)?;
         self.timing.final_evaluation_s += started.elapsed().as_secs_f64();
         let scores = FinalScores {
             keypoint_pretrain_frames: self.keypoint_pretrain_frames,
@@ -918,10 +928,15 @@ fn report_evaluation(record: &EvalRecord) {
 }
 
 /// The final evaluation (spec 8) over `t.final_eval_seeds`: the median seed's mean is the score.
-/// `keypoint_pretrain_frames` and `wall_seconds` are left for the caller to fill in.
+/// The seeds are dealt round-robin to the calling thread (the learner's network on `front`) and
+/// one scoped thread per side in `helpers` (the online network copied into each): the records do
+/// not depend on which thread played a seed. `keypoint_pretrain_frames` and `wall_seconds` are
+/// left for the caller to fill in.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn final_evaluation(
     learner: &Learner,
     front: &dyn KeypointModel,
+    helpers: &mut [EvalSide],
     envs: &mut EnvFactory,
     t: &TrainConfig,
     seed: u64,
@@ -929,14 +944,61 @@ pub(crate) fn final_evaluation(
     episodes: u64,
     evals: &[EvalRecord],
 ) -> anyhow::Result<FinalScores> {
-    let mut per_seed = Vec::new();
-    for &eval_seed in &t.final_eval_seeds {
-        // Spec 8: the environments of evaluation seed s are seeded with 2s.
-        let mut env = envs(EnvRole::Eval { num_envs: crate::actor::eval_env_count(t.eval_envs, t.final_eval_episodes) }, 2 * eval_seed)?;
-        let (_, agent) = learner.online();
-        let results = evaluate(agent, front, env.as_mut(), t.final_eval_episodes, 0.0, derive_seed(seed, 7, eval_seed))?;
-        let record = EvalRecord::new(agent_steps, learner.updates(), &results);
+    let updates = learner.updates();
+    let play = |agent: &agent::KeypointAgent, front: &dyn KeypointModel, eval_seed: u64, env: &mut dyn VecEnv| -> anyhow::Result<EvalRecord> {
+        let results = evaluate(agent, front, env, t.final_eval_episodes, 0.0, derive_seed(seed, 7, eval_seed))?;
+        let record = EvalRecord::new(agent_steps, updates, &results);
         tracing::info!(seed = eval_seed, mean = format!("{:.1}", record.mean), std = format!("{:.1}", record.std), "final evaluation");
+        Ok(record)
+    };
+    // Spec 8: the environments of evaluation seed s are seeded with 2s.
+    let mut games: Vec<(usize, u64, Box<dyn VecEnv>)> = Vec::with_capacity(t.final_eval_seeds.len());
+    for (i, &eval_seed) in t.final_eval_seeds.iter().enumerate() {
+        games.push((i, eval_seed, envs(EnvRole::Eval { num_envs: crate::actor::eval_env_count(t.eval_envs, t.final_eval_episodes) }, 2 * eval_seed)?));
+    }
+    let used = helpers.len().min(games.len().saturating_sub(1));
+    let helpers = &mut helpers[..used];
+    for side in helpers.iter_mut() {
+        side.copy_network(learner)?;
+    }
+    let workers = helpers.len() + 1;
+    let mut dealt: Vec<Vec<(usize, u64, Box<dyn VecEnv>)>> = (0..workers).map(|_| Vec::new()).collect();
+    for (n, game) in games.into_iter().enumerate() {
+        dealt[n % workers].push(game);
+    }
+    let mut records: Vec<Option<anyhow::Result<EvalRecord>>> = t.final_eval_seeds.iter().map(|_| None).collect();
+    let mut failure: Option<anyhow::Error> = None;
+    std::thread::scope(|scope| {
+        let mut dealt = dealt.into_iter();
+        let own = dealt.next().unwrap_or_default();
+        let handles: Vec<_> = helpers
+            .iter_mut()
+            .zip(dealt)
+            .map(|(side, share)| {
+                let play = &play;
+                std::thread::Builder::new().name("final-evaluation".into()).spawn_scoped(scope, move || {
+                    share.into_iter().map(|(i, eval_seed, mut env)| (i, play(&side.agent, side.front.as_ref(), eval_seed, env.as_mut()))).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (i, eval_seed, mut env) in own {
+            records[i] = Some(play(learner.online().1, front, eval_seed, env.as_mut()));
+        }
+        for handle in handles {
+            match handle.map_err(anyhow::Error::from).and_then(|h| h.join().map_err(|_| anyhow::anyhow!("a final-evaluation thread panicked"))) {
+                Ok(done) => done.into_iter().for_each(|(i, record)| records[i] = Some(record)),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut per_seed = Vec::with_capacity(records.len());
+    for (&eval_seed, record) in t.final_eval_seeds.iter().zip(records) {
+        let record = record.ok_or_else(|| anyhow::anyhow!("final evaluation seed {eval_seed} was not played"))??;
         per_seed.push((eval_seed, record));
     }
     let mut order: Vec<usize> = (0..per_seed.len()).collect();

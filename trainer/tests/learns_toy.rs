@@ -156,7 +156,7 @@ fn evaluations_in_the_background_give_the_foreground_records() {
         s.train.checkpoint_every = checkpoint_every;
         let dir = tempfile::tempdir().unwrap();
         let mut t = Trainer::new(s, 3, dir.path(), Box::new(OracleKeypoints::new(Device::Cpu)), toy_envs(), false).unwrap();
-        t.set_eval_front(Box::new(OracleKeypoints::new(Device::Cpu)));
+        t.add_eval_front(Box::new(OracleKeypoints::new(Device::Cpu)));
         let scores = t.run().unwrap().unwrap();
         let csv = std::fs::read_to_string(dir.path().join("eval.csv")).unwrap();
         (t.evals().to_vec(), scores, csv, t.learner().parameters())
@@ -180,4 +180,71 @@ fn evaluations_in_the_background_give_the_foreground_records() {
         assert!(b_scores.timing.evaluation_s > 0.0);
         assert!(b_scores.timing.evaluation_waiting_s > 0.0, "the evaluations ran on their thread and were joined");
     }
+}
+
+/// [`OracleKeypoints`] that counts the frames it is given, so a test can tell which instance played.
+struct Counted {
+    inner: OracleKeypoints,
+    frames: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl permakey::KeypointModel for Counted {
+    fn num_keypoints(&self) -> i64 {
+        self.inner.num_keypoints()
+    }
+    fn image_size(&self) -> i64 {
+        self.inner.image_size()
+    }
+    fn keypoints(&self, frames: &tch::Tensor) -> permakey::KeypointOutput {
+        self.frames.fetch_add(frames.size()[0], std::sync::atomic::Ordering::Relaxed);
+        self.inner.keypoints(frames)
+    }
+    fn features(&self, frames: &tch::Tensor) -> tch::Tensor {
+        self.inner.features(frames)
+    }
+    fn gauss_std(&self) -> f64 {
+        self.inner.gauss_std()
+    }
+    fn device(&self) -> Device {
+        self.inner.device()
+    }
+}
+
+#[test]
+fn final_evaluation_threads_give_the_records_of_one_thread() {
+    tch::set_num_threads(2);
+    let mut s = settings(400, EncoderKind::Cnn);
+    s.train.learning_starts = 100;
+    s.train.eval_every = 0;
+    s.train.final_eval_episodes = 4;
+    s.train.final_eval_seeds = vec![1, 2, 3, 4, 5];
+    // (workers, extra front ends): more workers than instances, and more instances than seeds.
+    let run = |workers: usize, fronts: usize| {
+        let mut s = s.clone();
+        s.train.final_eval_workers = workers;
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Trainer::new(s, 5, dir.path(), Box::new(OracleKeypoints::new(Device::Cpu)), toy_envs(), false).unwrap();
+        let counts: Vec<_> = (0..fronts).map(|_| std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0))).collect();
+        for c in &counts {
+            t.add_eval_front(Box::new(Counted { inner: OracleKeypoints::new(Device::Cpu), frames: c.clone() }));
+        }
+        let scores = t.run().unwrap().unwrap();
+        (scores, counts.iter().map(|c| c.load(std::sync::atomic::Ordering::Relaxed)).collect::<Vec<_>>())
+    };
+    let (one, _) = run(1, 0);
+    let seeds: Vec<u64> = one.final_eval_per_seed.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seeds, [1, 2, 3, 4, 5]);
+    let returns: Vec<Vec<f32>> = one.final_eval_per_seed.iter().map(|(_, r)| r.returns.clone()).collect();
+    assert!(returns.iter().any(|r| r != &returns[0]), "the seeds play different games here, so a mix-up would show: {returns:?}");
+    for (workers, fronts, used) in [(1, 2, 0), (3, 2, 2), (3, 4, 2), (8, 6, 4)] {
+        let (many, counts) = run(workers, fronts);
+        assert_eq!(many.final_eval_per_seed, one.final_eval_per_seed, "{workers} workers, {fronts} extra front ends");
+        assert_eq!((many.score, many.updates), (one.score, one.updates));
+        let played = counts.iter().filter(|&&c| c > 0).count();
+        assert_eq!(played, used, "{workers} workers, {fronts} extra front ends: frames per instance {counts:?}");
+    }
+    let mut bad = s.clone();
+    bad.train.final_eval_workers = 0;
+    let err = Trainer::new(bad, 5, tempfile::tempdir().unwrap().path(), Box::new(OracleKeypoints::new(Device::Cpu)), toy_envs(), false).err().expect("0 workers is refused");
+    assert!(err.to_string().contains("train.final_eval_workers"), "{err}");
 }
