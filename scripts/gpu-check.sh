@@ -14,11 +14,16 @@
 # CACHE_MIB (default 47104, the ~46 GiB a whole run's frames take) its learner feature cache in GPU memory.
 # BACKGROUND_EVAL (default true) is the run's train.background_eval: periodic evaluations on their own
 # thread while training goes on (same records; false measures them in the foreground).
+# MODE (default pipelined) is the run's train.mode: acting and learning overlapped, still
+# bit-reproducible (lockstep measures them one after the other; threads free-running).
 # FINAL_EVAL_WORKERS (default 5, one per seed) is the run's train.final_eval_workers: the final
 # evaluation's seeds played on that many threads at once (same records; 1 plays them one after the other).
 # BENCHES=0 skips the doctor's train step and both benches (measured on an H200 on 2026-12-04), to
 # give the run the time: the whole single-seed timing (goal < 10 min) needs one call of ~600 s, e.g.
 #   run(command="BENCHES=0 RUN_SECONDS=585 scripts/gpu-check.sh", carry=[...as above...], timeout_s=600)
+# MODE, BACKGROUND_EVAL and FINAL_EVAL_WORKERS put more than one thread on the device at once, which
+# no GPU has run yet: if the run fails at the start of RL or at an evaluation, MODE=lockstep
+# BACKGROUND_EVAL=false FINAL_EVAL_WORKERS=1 is the single-thread run of 2026-12-04.
 # DEVICE, BATCHES and CONFIG exist to try the script itself on a CPU machine, e.g.
 #   DEVICE=cpu BATCHES=1 CONFIG=config/quick.toml CACHE_MIB=256 RUN_SECONDS=90 PYTHON=.deps/torch-cuda/bin/python scripts/gpu-check.sh
 set -uo pipefail
@@ -34,6 +39,7 @@ CACHE_MIB=${CACHE_MIB:-47104}
 BENCHES=${BENCHES:-1}
 BACKGROUND_EVAL=${BACKGROUND_EVAL:-true}
 FINAL_EVAL_WORKERS=${FINAL_EVAL_WORKERS:-5}
+MODE=${MODE:-pipelined}
 [ -x "$BIN" ] || { echo "gpu-check: error: $BIN missing; build it with \`make cuda\` and carry it" >&2; exit 1; }
 [ -f .deps/roms/md5.json ] || { echo "gpu-check: error: .deps/roms/md5.json missing; carry .deps/roms" >&2; exit 1; }
 export PERMAKEY_ROM_DIR=$PWD/.deps/roms
@@ -57,7 +63,7 @@ for precision in $precisions; do
   cat "$OUT/bench-$precision.md"
 done
 
-stamp "$CONFIG single seed (matmul_precision=$PRECISION, background_eval=$BACKGROUND_EVAL, final_eval_workers=$FINAL_EVAL_WORKERS), at most $RUN_SECONDS s"
+stamp "$CONFIG single seed (mode=$MODE, matmul_precision=$PRECISION, background_eval=$BACKGROUND_EVAL, final_eval_workers=$FINAL_EVAL_WORKERS), at most $RUN_SECONDS s"
 start=$(date +%s)
 # every 10 s: seconds since start, load average, GPU utilisation and memory (who is the bottleneck)
 ( while sleep 10; do
@@ -66,7 +72,7 @@ start=$(date +%s)
 sampler=$!
 timeout -k 20 "$RUN_SECONDS" scripts/run-cuda.sh "$BIN" --config "$CONFIG" --device $DEVICE \
   --set matmul_precision=$PRECISION --set learner.feature_cache_mib=$CACHE_MIB --set train.background_eval=$BACKGROUND_EVAL \
-  --set train.final_eval_workers=$FINAL_EVAL_WORKERS \
+  --set train.final_eval_workers=$FINAL_EVAL_WORKERS --set train.mode=$MODE \
   --set run.out_dir=runs/gpu-check --set run.name=atari100k \
   run >"$OUT/atari100k/log.txt" 2>&1
 rc=$?

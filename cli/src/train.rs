@@ -152,7 +152,7 @@ pub fn train_agent(config: &Config, dir: &Path, resume: bool) -> anyhow::Result<
         trainer.timing.pretrain_collect_s = p.collect_s;
         trainer.timing.pretrain_train_s = p.train_s;
     }
-    if config.train.mode == trainer::TrainMode::Threads {
+    if matches!(config.train.mode, trainer::TrainMode::Threads | trainer::TrainMode::Pipelined) {
         // The learner's thread gets its own instance of the same frozen model.
         let (second, _) = front_end(config, dir)?;
         trainer.set_learner_front(second);

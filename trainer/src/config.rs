@@ -16,6 +16,12 @@ pub enum TrainMode {
     /// same while acting and learning overlap. Not bit-reproducible (thread timing decides which
     /// parameters act and what the replay holds at each update).
     Threads,
+    /// The actor takes each vector step on its own thread while the learner's thread runs the
+    /// updates due at the steps before it; the two meet after every step. The actor acts with
+    /// parameters one vector step's updates older than in lockstep (each update samples the
+    /// replay as it stands after the step that made it due, as in lockstep), and a run is still
+    /// a pure function of its seed (resume is exact).
+    Pipelined,
 }
 
 /// How long and how the trainer runs.

@@ -33,6 +33,18 @@
 //!   distributed system, in one process. Evaluations, checkpoints and metrics rows happen with
 //!   the actor thread joined, exactly as in lockstep. Thread timing decides which parameter
 //!   version acts at each step, so runs are not bit-reproducible.
+//! - **Pipelined mode** (`train.mode = "pipelined"`): the actor takes each vector step on its own
+//!   thread (own front-end instance) while the learner's thread runs the updates due at the
+//!   steps stored before it; after every step the two meet, the step's sequences go to replay,
+//!   the parameters are published and the actor goes on. The actor's step `k + 1` acts with the
+//!   parameters after the updates due at step `k - 1` instead of `k`; each update samples the
+//!   replay as it stands after the step that made it due, as in lockstep; at every evaluation,
+//!   checkpoint and metrics row the updates due so far have run. Nothing depends on thread timing, so runs repeat and resume exactly (test:
+//!   `pipelined_runs_repeat_and_resume_exactly`). Decision (issue 11): on the H200 both halves
+//!   were the host issuing small kernels one after the other on one thread, ~12 s of acting
+//!   against ~77 s of updates in the shortened run; the one-step parameter lag is the price of
+//!   overlapping them without giving up reproducibility (an actor of the distributed system lags
+//!   by more).
 //! - **Replay stores frames plus keypoint centres.** The learner recomputes the front end's
 //!   features from each sampled frame with [`permakey::model::KeypointModel::features`] (the VAE
 //!   encoder only) and renders the heatmaps from the stored centres; the expensive LSP + PointNet

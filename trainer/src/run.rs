@@ -189,10 +189,12 @@ pub struct Timing {
     pub acting_s: f64,
     /// Of `acting_s`: the keypoint front end's forward on the step's frames.
     pub acting_keypoints_s: f64,
-    /// The actor waiting for the learner (threads mode: `train.max_update_lag`).
+    /// The actor waiting for the learner (threads mode: `train.max_update_lag`; pipelined mode:
+    /// for the updates due before its step to finish).
     pub actor_waiting_s: f64,
     /// Learner updates: sampling, features, online and target unrolls, backward, Adam, and publishing
-    /// the parameters (after each update in the threads mode, after each step's updates in lockstep).
+    /// the parameters (after each update in the threads mode, after each step's updates in lockstep
+    /// and pipelined).
     pub learning_s: f64,
     /// Of `learning_s` ([`learner::UpdatePhases`]): stacking the batch into tensors,
     pub learning_batch_s: f64,
@@ -211,7 +213,7 @@ pub struct Timing {
     pub learning_target_s: f64,
     /// backward, clipping, Adam and the target update.
     pub learning_backward_s: f64,
-    /// The learner waiting for the actor's next step (threads mode).
+    /// The learner waiting for the actor's next step (threads and pipelined modes).
     pub learner_idle_s: f64,
     /// Periodic greedy evaluations (with `train.background_eval`: the evaluation threads' own
     /// time, which overlaps training).
@@ -528,6 +530,7 @@ impl Trainer {
             match self.settings.train.mode {
                 TrainMode::Lockstep => self.iteration()?,
                 TrainMode::Threads => self.threaded_segment(stop)?,
+                TrainMode::Pipelined => self.pipelined_segment(stop)?,
             }
         }
         self.timing.rl_s += rl_started.elapsed().as_secs_f64();
@@ -541,8 +544,9 @@ impl Trainer {
         Ok(Some(finals))
     }
 
-    /// A second instance of the front end for the learner's thread (the threads mode needs one:
-    /// libtorch modules are not shared across threads here). The lockstep mode ignores it.
+    /// A second instance of the front end for the learner's thread (the threads and pipelined
+    /// modes need one: libtorch modules are not shared across threads here). The lockstep mode
+    /// ignores it.
     pub fn set_learner_front(&mut self, front: Box<dyn KeypointModel>) {
         self.learner_front = Some(front);
     }
@@ -692,6 +696,80 @@ impl Trainer {
         self.timing.acting_keypoints_s += times.keypoints;
         self.timing.actor_waiting_s += times.waiting;
         self.publish()?;
+        let now = self.actor.steps;
+        self.after_step(before, now, epsilon)
+    }
+
+    /// Pipelined mode: the actor steps on a thread of its own up to the next evaluation,
+    /// checkpoint or logging point (or `stop`), one vector step at a time, while this thread runs
+    /// the updates that the steps stored so far made due. After each step both meet: this thread
+    /// stores the step's sequences and finished games, publishes if it updated, and lets the actor
+    /// take the next step. So the actor's step `k + 1` acts with the parameters after the updates
+    /// due at step `k - 1` (lockstep: at step `k`), the updates due at step `k` sample the replay as
+    /// it is after step `k` (as in lockstep), and nothing depends on thread timing: a run is a
+    /// pure function of its seed. At the segment's end the updates due at its last step run before
+    /// the events, which therefore see the learner as lockstep does.
+    fn pipelined_segment(&mut self, stop: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.learner_front.is_some(),
+            "train.mode = pipelined needs a second front-end instance for the learner (Trainer::set_learner_front)"
+        );
+        let t = self.settings.train.clone();
+        let progress = Progress::new(self.learner.updates(), !self.replay.is_empty());
+        let mut steps_seen = self.actor.steps;
+        let (report_tx, report_rx) = crossbeam_channel::bounded::<StepReport>(1);
+        let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+        let (actor, env, front, params, vector_steps) = (&mut self.actor, &mut self.env, &mut self.front, &self.params, &mut self.vector_steps);
+        let t_actor = t.clone();
+        let outcome = std::thread::scope(|scope| {
+            let acting = scope.spawn(move || -> anyhow::Result<(u64, f64, ActorTimes)> {
+                let t = t_actor;
+                let mut times = ActorTimes::default();
+                loop {
+                    if vector_steps.is_multiple_of(t.parameter_sync_every) {
+                        actor.sync(params)?;
+                    }
+                    let before = actor.steps;
+                    let epsilon = t.epsilon(before);
+                    let mut sequences = Vec::new();
+                    let stepping = Instant::now();
+                    let mut keypoints = TimedKeypoints { inner: LocalKeypoints(front.as_ref()), seconds: &mut times.keypoints };
+                    let finished = actor.step(env.as_mut(), &mut keypoints, &mut sequences, epsilon)?;
+                    times.acting += stepping.elapsed().as_secs_f64();
+                    *vector_steps += 1;
+                    if report_tx.send(StepReport { steps: actor.steps, sequences, finished }).is_err() {
+                        anyhow::bail!("the learner's end of the channel has gone");
+                    }
+                    if actor.steps >= stop || Self::crosses_event(&t, before, actor.steps) {
+                        return Ok((before, epsilon, times));
+                    }
+                    let waiting = Instant::now();
+                    if go_rx.recv().is_err() {
+                        anyhow::bail!("the learner stopped");
+                    }
+                    times.waiting += waiting.elapsed().as_secs_f64();
+                }
+            });
+            let mut side = LearnerSide {
+                learner: &mut self.learner,
+                replay: &mut self.replay,
+                front: self.learner_front.as_deref().expect("checked above"),
+                episodes: &mut self.episodes,
+                window: &mut self.window,
+                params: &self.params,
+                settings: &self.settings,
+                steps_seen: &mut steps_seen,
+                timing: &mut self.timing,
+            };
+            let learned = side.learn_in_step(&report_rx, go_tx, &progress, &t, stop);
+            drop(report_rx);
+            let acted = acting.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the actor thread panicked")));
+            learned.and(acted)
+        });
+        let (before, epsilon, times) = outcome?;
+        self.timing.acting_s += times.acting;
+        self.timing.acting_keypoints_s += times.keypoints;
+        self.timing.actor_waiting_s += times.waiting;
         let now = self.actor.steps;
         self.after_step(before, now, epsilon)
     }
@@ -1118,6 +1196,50 @@ impl LearnerSide<'_> {
                 Err(_) => open = false,
             }
         }
+    }
+
+    /// The pipelined mode's learner (see [`Trainer::pipelined_segment`]): while the actor takes
+    /// a step, the updates due at the steps stored so far; then the step's report is stored, the
+    /// parameters published if anything was updated, and the actor let go (`go` is dropped on
+    /// return, so an actor waiting for it stops). Returns after the segment's last step and its
+    /// updates; an actor that failed ends it early (its error comes from its join).
+    fn learn_in_step(&mut self, reports: &crossbeam_channel::Receiver<StepReport>, go: crossbeam_channel::Sender<()>, progress: &Progress, t: &TrainConfig, stop: u64) -> anyhow::Result<()> {
+        loop {
+            let mut updated = self.catch_up(t)?;
+            let idle = Instant::now();
+            let Ok(report) = reports.recv() else { return Ok(()) };
+            self.timing.learner_idle_s += idle.elapsed().as_secs_f64();
+            let (before, now) = (*self.steps_seen, report.steps);
+            self.store(report, progress)?;
+            let last = now >= stop || Trainer::crosses_event(t, before, now);
+            if last {
+                updated |= self.catch_up(t)?;
+            }
+            if updated {
+                let started = Instant::now();
+                publish_to(self.params, self.learner)?;
+                self.timing.learning_s += started.elapsed().as_secs_f64();
+            }
+            if last {
+                return Ok(());
+            }
+            if go.send(()).is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs the updates due at the agent steps stored so far; whether it ran any.
+    fn catch_up(&mut self, t: &TrainConfig) -> anyhow::Result<bool> {
+        let mut updated = false;
+        while self.learner.updates() < t.updates_due(*self.steps_seen) && !self.replay.is_empty() {
+            let started = Instant::now();
+            let phases = update_once(self.learner, self.replay, self.front, self.window, self.settings)?;
+            self.timing.learning_s += started.elapsed().as_secs_f64();
+            self.timing.add_update(&phases);
+            updated = true;
+        }
+        Ok(updated)
     }
 
     fn store(&mut self, report: StepReport, progress: &Progress) -> anyhow::Result<()> {

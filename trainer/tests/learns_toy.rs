@@ -100,6 +100,82 @@ fn threaded_actor_and_learner_reach_the_optimal_return() {
     assert_eq!(steps, vec![1000, 2000, 2500], "a metrics row at every 1000 steps and at the end");
 }
 
+/// The pipelined mode learns the corridor on the lockstep budget and schedule.
+#[test]
+fn pipelined_actor_and_learner_reach_the_optimal_return() {
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(2500, EncoderKind::Cnn);
+    s.train.mode = TrainMode::Pipelined;
+    let mut trainer = Trainer::new(s, 1, dir.path(), Box::new(OracleKeypoints::new(Device::Cpu)), toy_envs(), false).unwrap();
+    trainer.set_learner_front(Box::new(OracleKeypoints::new(Device::Cpu)));
+    let scores = trainer.run().unwrap().expect("ran to the budget");
+    let e = &scores.final_eval;
+    eprintln!("pipelined: final greedy return {:.3} over {} games; {} updates; timing {:?}", e.mean, e.returns.len(), scores.updates, scores.timing);
+    assert_eq!(scores.updates, 1150, "the lockstep schedule: (2500 - 200) / 2 updates");
+    assert!(e.mean >= 0.95, "greedy return {} below 0.95", e.mean);
+    let steps: Vec<u64> = trainer.metrics().iter().map(|r| r.agent_steps).collect();
+    assert_eq!(steps, vec![1000, 2000, 2500], "a metrics row at every 1000 steps and at the end");
+}
+
+/// A pipelined run is a function of its seed, whatever the threads' timing: two runs agree, a
+/// run stopped at a checkpoint and resumed continues exactly, and it is not the lockstep run
+/// (its actor acts with parameters one vector step older).
+#[test]
+fn pipelined_runs_repeat_and_resume_exactly() {
+    tch::set_num_threads(2);
+    let mut s = settings(900, EncoderKind::Gnn);
+    s.train.learning_starts = 100;
+    s.train.checkpoint_every = 400;
+    s.train.eval_every = 400;
+    s.train.final_eval_episodes = 8;
+    s.train.mode = TrainMode::Pipelined;
+    let trainer = |s: &TrainerSettings, dir: &std::path::Path, resume: bool| {
+        let mut t = Trainer::new(s.clone(), 7, dir, Box::new(OracleKeypoints::new(Device::Cpu)), toy_envs(), resume).unwrap();
+        t.set_learner_front(Box::new(OracleKeypoints::new(Device::Cpu)));
+        t
+    };
+    let strip = |rows: &[trainer::MetricsRow]| -> Vec<(u64, u64, u64, String, String)> {
+        rows.iter().map(|r| (r.agent_steps, r.updates, r.episodes, format!("{:.9}", r.loss), format!("{:.9}", r.mean_q))).collect()
+    };
+    let same = |a: &Trainer, b: &Trainer, what: &str| {
+        assert_eq!(a.episodes(), b.episodes(), "{what}: episodes");
+        assert_eq!(a.evals(), b.evals(), "{what}: evaluations");
+        assert_eq!(strip(a.metrics()), strip(b.metrics()), "{what}: metrics");
+        for ((na, ta), (nb, tb)) in a.learner().parameters().iter().zip(&b.learner().parameters()) {
+            assert_eq!(na, nb);
+            assert!(ta.equal(tb), "{what}: parameter {na} differs");
+        }
+    };
+    let (d1, d2, d3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = trainer(&s, d1.path(), false);
+    let final_a = a.run().unwrap().unwrap();
+    let mut b = trainer(&s, d2.path(), false);
+    let final_b = b.run().unwrap().unwrap();
+    same(&a, &b, "two runs");
+    assert_eq!(final_a.final_eval_per_seed, final_b.final_eval_per_seed);
+    assert_eq!(final_a.updates, 400, "(900 - 100) / 2 updates");
+
+    let mut c = trainer(&s, d3.path(), false);
+    c.stop_at = Some(400);
+    assert!(c.run().unwrap().is_none(), "stopped early");
+    drop(c);
+    let mut c = trainer(&s, d3.path(), true);
+    assert_eq!(c.agent_steps(), 400);
+    let final_c = c.run().unwrap().unwrap();
+    same(&a, &c, "resumed");
+    assert_eq!(final_a.final_eval_per_seed, final_c.final_eval_per_seed);
+
+    let mut lockstep = s.clone();
+    lockstep.train.mode = TrainMode::Lockstep;
+    let d4 = tempfile::tempdir().unwrap();
+    let mut l = trainer(&lockstep, d4.path(), false);
+    l.run().unwrap().unwrap();
+    assert_eq!(l.learner().updates(), a.learner().updates());
+    let differs = a.learner().parameters().iter().zip(&l.learner().parameters()).any(|((_, ta), (_, tl))| !ta.equal(tl));
+    assert!(differs, "the pipelined actor acts with older parameters, so its run is not the lockstep one");
+}
+
 #[test]
 fn a_resumed_run_continues_exactly() {
     // libtorch's thread count is global to the process and float reductions depend on it: both
