@@ -20,6 +20,7 @@ use learner::{Learner, LearnerConfig};
 use permakey::model::{KeypointModel, KeypointOutput};
 use replay::{testing::SequenceBuilder, Sequence};
 use tch::{Device, Kind, Tensor};
+use pkrl_test_support::env_number;
 
 /// Features: the frame average-pooled to 6 x 6 (3 channels).
 struct PooledFront;
@@ -46,10 +47,6 @@ impl KeypointModel for PooledFront {
     fn device(&self) -> Device {
         Device::Cpu
     }
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default).max(1)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! Test-only helpers shared by the integration tests of `replay-service`, `learner-service` and
-//! `keypoint-service` (a dev-dependency only; nothing in a release binary links it).
+//! `keypoint-service`, and by the benches of `learner` and `trainer` (a dev-dependency only;
+//! nothing in a release binary links it).
 //!
 //! [`ServerThread`] runs one server future on its own multi-threaded tokio runtime, on a listener
 //! bound before the thread starts (so the address is known and a restarted server can take the
@@ -130,4 +131,10 @@ mod tests {
             ServerThread::on_any_port(|_, _| async { anyhow::bail!("no") });
         server.stop();
     }
+}
+
+/// A bench's knob from the environment: `name` parsed as a count, `default` when unset or not a
+/// number, at least 1.
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default).max(1)
 }

@@ -24,16 +24,13 @@ use permakey::{malloc::MallocMode, PermaKeyConfig};
 use replay::ReplayConfig;
 use tch::Device;
 use trainer::{front_end_shape, LocalReplay, ReplayClient, VecActor, VecEnv};
+use pkrl_test_support::env_number;
 
 const NUM_ENVS: usize = 8;
 const BATCH: usize = 8;
 /// Set in a child: the malloc mode it measures.
 const CHILD_ENV: &str = "PERMAKEY_BENCH_MALLOC_CHILD";
 const MODES: [MallocMode; 2] = [MallocMode::System, MallocMode::Keep];
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default).max(1)
-}
 
 fn main() -> anyhow::Result<()> {
     match std::env::var(CHILD_ENV) {

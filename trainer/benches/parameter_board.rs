@@ -18,10 +18,7 @@ use std::{fmt::Write as _, time::Instant};
 use agent::{AgentConfig, EncoderKind, FrontEndShape, KeypointAgent};
 use tch::{nn, Device};
 use trainer::{LocalParameters, ParameterSink, ParameterSource, Parameters};
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default).max(1)
-}
+use pkrl_test_support::env_number;
 
 fn main() -> anyhow::Result<()> {
     let rounds = env_number("PERMAKEY_BENCH_ROUNDS", 3);
