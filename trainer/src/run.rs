@@ -1029,29 +1029,29 @@ pub(crate) fn final_evaluation(
         tracing::info!(seed = eval_seed, mean = format!("{:.1}", record.mean), std = format!("{:.1}", record.std), "final evaluation");
         Ok(record)
     };
-    // Spec 8: the environments of evaluation seed s are seeded with 2s.
-    let mut games: Vec<(usize, u64, Box<dyn VecEnv>)> = Vec::with_capacity(t.final_eval_seeds.len());
-    for (i, &eval_seed) in t.final_eval_seeds.iter().enumerate() {
-        games.push((i, eval_seed, envs(EnvRole::Eval { num_envs: crate::actor::eval_env_count(t.eval_envs, t.final_eval_episodes) }, 2 * eval_seed)?));
-    }
-    let used = helpers.len().min(games.len().saturating_sub(1));
+    let used = helpers.len().min(t.final_eval_seeds.len().saturating_sub(1));
     let helpers = &mut helpers[..used];
     for side in helpers.iter_mut() {
         side.copy_network(learner)?;
     }
     let workers = helpers.len() + 1;
-    let mut dealt: Vec<Vec<(usize, u64, Box<dyn VecEnv>)>> = (0..workers).map(|_| Vec::new()).collect();
-    for (n, game) in games.into_iter().enumerate() {
-        dealt[n % workers].push(game);
+    // Spec 8: the environments of evaluation seed s are seeded with 2s.
+    let num_envs = crate::actor::eval_env_count(t.eval_envs, t.final_eval_episodes);
+    let mut env_of = |eval_seed: u64| envs(EnvRole::Eval { num_envs }, 2 * eval_seed);
+    // Seed i goes to worker i % workers (0: this thread). The helpers' environments are made
+    // here, before their threads start; this thread's one at a time, as it plays them.
+    let mut shares: Vec<Vec<(usize, u64, Box<dyn VecEnv>)>> = (1..workers).map(|_| Vec::new()).collect();
+    for (i, &eval_seed) in t.final_eval_seeds.iter().enumerate() {
+        if i % workers != 0 {
+            shares[i % workers - 1].push((i, eval_seed, env_of(eval_seed)?));
+        }
     }
     let mut records: Vec<Option<anyhow::Result<EvalRecord>>> = t.final_eval_seeds.iter().map(|_| None).collect();
     let mut failure: Option<anyhow::Error> = None;
     std::thread::scope(|scope| {
-        let mut dealt = dealt.into_iter();
-        let own = dealt.next().unwrap_or_default();
         let handles: Vec<_> = helpers
             .iter_mut()
-            .zip(dealt)
+            .zip(shares)
             .map(|(side, share)| {
                 let play = &play;
                 std::thread::Builder::new().name("final-evaluation".into()).spawn_scoped(scope, move || {
@@ -1059,8 +1059,8 @@ pub(crate) fn final_evaluation(
                 })
             })
             .collect();
-        for (i, eval_seed, mut env) in own {
-            records[i] = Some(play(learner.online().1, front, eval_seed, env.as_mut()));
+        for (i, &eval_seed) in t.final_eval_seeds.iter().enumerate().step_by(workers) {
+            records[i] = Some(env_of(eval_seed).and_then(|mut env| play(learner.online().1, front, eval_seed, env.as_mut())));
         }
         for handle in handles {
             match handle.map_err(anyhow::Error::from).and_then(|h| h.join().map_err(|_| anyhow::anyhow!("a final-evaluation thread panicked"))) {
