@@ -529,8 +529,7 @@ impl Trainer {
         while self.actor.steps < stop {
             match self.settings.train.mode {
                 TrainMode::Lockstep => self.iteration()?,
-                TrainMode::Threads => self.threaded_segment(stop)?,
-                TrainMode::Pipelined => self.pipelined_segment(stop)?,
+                TrainMode::Threads | TrainMode::Pipelined => self.segment_on_two_threads(stop)?,
             }
         }
         self.timing.rl_s += rl_started.elapsed().as_secs_f64();
@@ -582,25 +581,15 @@ impl Trainer {
         let now = self.actor.steps;
         let mut updated = false;
         while self.learner.updates() < t.updates_due(now) && !self.replay.is_empty() {
-            self.one_update()?;
+            // Lockstep: the shared front end computes the features.
+            update_once(&mut self.learner, &mut self.replay, self.front.as_ref(), &mut self.window, &self.settings, &mut self.timing)?;
             updated = true;
         }
         if updated {
-            // Publishing is part of learning in both modes (the threads mode times it per update).
-            let started = Instant::now();
-            self.publish()?;
-            self.timing.learning_s += started.elapsed().as_secs_f64();
+            // Publishing is part of learning in every mode (the threads mode's after each update).
+            publish_timed(&self.params, &self.learner, &mut self.timing)?;
         }
         self.after_step(before, now, epsilon)
-    }
-
-    /// One learner update on a sampled batch (lockstep: the shared front end computes features).
-    fn one_update(&mut self) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let phases = update_once(&mut self.learner, &mut self.replay, self.front.as_ref(), &mut self.window, &self.settings)?;
-        self.timing.learning_s += started.elapsed().as_secs_f64();
-        self.timing.add_update(&phases);
-        Ok(())
     }
 
     /// Whether the vector step from `before` to `now` agent steps crossed an evaluation,
@@ -625,20 +614,35 @@ impl Trainer {
         Ok(())
     }
 
-    /// Threads mode: the actor steps on a thread of its own up to the next evaluation,
-    /// checkpoint or logging point (or `stop`), sending every step's report over a crossbeam
-    /// channel, while this thread stores the sequences and runs the updates the reported steps
-    /// made due. Events then run here exactly as in lockstep.
-    fn threaded_segment(&mut self, stop: u64) -> anyhow::Result<()> {
+    /// Threads and pipelined modes: the actor steps on a thread of its own up to the next
+    /// evaluation, checkpoint or logging point (or `stop`), sending every step's report over a
+    /// crossbeam channel, while this thread stores the sequences and runs the updates the
+    /// reported steps made due. Events then run here exactly as in lockstep.
+    ///
+    /// - Threads: the actor waits before a step only while the learner is more than
+    ///   `max_update_lag` updates behind; the learner publishes after every update.
+    /// - Pipelined: after each step both meet: this thread stores the step's sequences and
+    ///   finished games, publishes if it updated, and lets the actor take the next step. So the
+    ///   actor's step `k + 1` acts with the parameters after the updates due at step `k - 1`
+    ///   (lockstep: at step `k`), the updates due at step `k` sample the replay as it is after step
+    ///   `k` (as in lockstep), and nothing depends on thread timing: a run is a pure function of
+    ///   its seed. At the segment's end the updates due at its last step run before the events,
+    ///   which therefore see the learner as lockstep does.
+    fn segment_on_two_threads(&mut self, stop: u64) -> anyhow::Result<()> {
+        let t = self.settings.train.clone();
+        let pipelined = t.mode == TrainMode::Pipelined;
         anyhow::ensure!(
             self.learner_front.is_some(),
-            "train.mode = threads needs a second front-end instance for the learner (Trainer::set_learner_front)"
+            "train.mode = {} needs a second front-end instance for the learner (Trainer::set_learner_front)",
+            if pipelined { "pipelined" } else { "threads" }
         );
-        let t = self.settings.train.clone();
         let progress = Progress::new(self.learner.updates(), !self.replay.is_empty());
         // Every report of the previous segment has been stored: the learner has seen all steps.
         let mut steps_seen = self.actor.steps;
-        let (tx, rx) = crossbeam_channel::bounded::<StepReport>(2 * t.max_update_lag.max(1) as usize);
+        let capacity = if pipelined { 1 } else { 2 * t.max_update_lag.max(1) as usize };
+        let (tx, rx) = crossbeam_channel::bounded::<StepReport>(capacity);
+        // Pipelined: the learner lets the actor take its next step.
+        let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
         let (actor, env, front, params, vector_steps) = (&mut self.actor, &mut self.env, &mut self.front, &self.params, &mut self.vector_steps);
         let progress_ref = &progress;
         let t_actor = t.clone();
@@ -646,13 +650,19 @@ impl Trainer {
             let acting = scope.spawn(move || -> anyhow::Result<(u64, f64, ActorTimes)> {
                 let t = t_actor;
                 let mut times = ActorTimes::default();
+                let mut first = true;
                 loop {
                     let waiting = Instant::now();
-                    progress_ref.wait_for_learner(&t, actor.steps);
-                    times.waiting += waiting.elapsed().as_secs_f64();
-                    if progress_ref.stopped() {
+                    if !pipelined {
+                        progress_ref.wait_for_learner(&t, actor.steps);
+                        if progress_ref.stopped() {
+                            anyhow::bail!("the learner stopped");
+                        }
+                    } else if !first && go_rx.recv().is_err() {
                         anyhow::bail!("the learner stopped");
                     }
+                    times.waiting += waiting.elapsed().as_secs_f64();
+                    first = false;
                     if vector_steps.is_multiple_of(t.parameter_sync_every) {
                         actor.sync(params)?;
                     }
@@ -683,7 +693,7 @@ impl Trainer {
                 steps_seen: &mut steps_seen,
                 timing: &mut self.timing,
             };
-            let learned = side.learn_from(&rx, &progress, &t);
+            let learned = if pipelined { side.learn_in_step(&rx, go_tx, &progress, &t, stop) } else { side.learn_from(&rx, &progress, &t) };
             if learned.is_err() {
                 progress.stop();
             }
@@ -695,81 +705,10 @@ impl Trainer {
         self.timing.acting_s += times.acting;
         self.timing.acting_keypoints_s += times.keypoints;
         self.timing.actor_waiting_s += times.waiting;
-        self.publish()?;
-        let now = self.actor.steps;
-        self.after_step(before, now, epsilon)
-    }
-
-    /// Pipelined mode: the actor steps on a thread of its own up to the next evaluation,
-    /// checkpoint or logging point (or `stop`), one vector step at a time, while this thread runs
-    /// the updates that the steps stored so far made due. After each step both meet: this thread
-    /// stores the step's sequences and finished games, publishes if it updated, and lets the actor
-    /// take the next step. So the actor's step `k + 1` acts with the parameters after the updates
-    /// due at step `k - 1` (lockstep: at step `k`), the updates due at step `k` sample the replay as
-    /// it is after step `k` (as in lockstep), and nothing depends on thread timing: a run is a
-    /// pure function of its seed. At the segment's end the updates due at its last step run before
-    /// the events, which therefore see the learner as lockstep does.
-    fn pipelined_segment(&mut self, stop: u64) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.learner_front.is_some(),
-            "train.mode = pipelined needs a second front-end instance for the learner (Trainer::set_learner_front)"
-        );
-        let t = self.settings.train.clone();
-        let progress = Progress::new(self.learner.updates(), !self.replay.is_empty());
-        let mut steps_seen = self.actor.steps;
-        let (report_tx, report_rx) = crossbeam_channel::bounded::<StepReport>(1);
-        let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
-        let (actor, env, front, params, vector_steps) = (&mut self.actor, &mut self.env, &mut self.front, &self.params, &mut self.vector_steps);
-        let t_actor = t.clone();
-        let outcome = std::thread::scope(|scope| {
-            let acting = scope.spawn(move || -> anyhow::Result<(u64, f64, ActorTimes)> {
-                let t = t_actor;
-                let mut times = ActorTimes::default();
-                loop {
-                    if vector_steps.is_multiple_of(t.parameter_sync_every) {
-                        actor.sync(params)?;
-                    }
-                    let before = actor.steps;
-                    let epsilon = t.epsilon(before);
-                    let mut sequences = Vec::new();
-                    let stepping = Instant::now();
-                    let mut keypoints = TimedKeypoints { inner: LocalKeypoints(front.as_ref()), seconds: &mut times.keypoints };
-                    let finished = actor.step(env.as_mut(), &mut keypoints, &mut sequences, epsilon)?;
-                    times.acting += stepping.elapsed().as_secs_f64();
-                    *vector_steps += 1;
-                    if report_tx.send(StepReport { steps: actor.steps, sequences, finished }).is_err() {
-                        anyhow::bail!("the learner's end of the channel has gone");
-                    }
-                    if actor.steps >= stop || Self::crosses_event(&t, before, actor.steps) {
-                        return Ok((before, epsilon, times));
-                    }
-                    let waiting = Instant::now();
-                    if go_rx.recv().is_err() {
-                        anyhow::bail!("the learner stopped");
-                    }
-                    times.waiting += waiting.elapsed().as_secs_f64();
-                }
-            });
-            let mut side = LearnerSide {
-                learner: &mut self.learner,
-                replay: &mut self.replay,
-                front: self.learner_front.as_deref().expect("checked above"),
-                episodes: &mut self.episodes,
-                window: &mut self.window,
-                params: &self.params,
-                settings: &self.settings,
-                steps_seen: &mut steps_seen,
-                timing: &mut self.timing,
-            };
-            let learned = side.learn_in_step(&report_rx, go_tx, &progress, &t, stop);
-            drop(report_rx);
-            let acted = acting.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the actor thread panicked")));
-            learned.and(acted)
-        });
-        let (before, epsilon, times) = outcome?;
-        self.timing.acting_s += times.acting;
-        self.timing.acting_keypoints_s += times.keypoints;
-        self.timing.actor_waiting_s += times.waiting;
+        if !pipelined {
+            // Pipelined has published after its last step's updates.
+            self.publish()?;
+        }
         let now = self.actor.steps;
         self.after_step(before, now, epsilon)
     }
@@ -1114,10 +1053,22 @@ pub(crate) fn crossed(every: u64, before: u64, now: u64) -> bool {
 }
 
 /// One learner update on a batch sampled from `replay`, features from `front`; accumulates the
-/// metrics window.
-fn update_once(learner: &mut Learner, replay: &mut LocalReplay, front: &dyn KeypointModel, window: &mut Window, settings: &TrainerSettings) -> anyhow::Result<UpdatePhases> {
+/// metrics window, and the update's seconds and phases in `timing`.
+fn update_once(learner: &mut Learner, replay: &mut LocalReplay, front: &dyn KeypointModel, window: &mut Window, settings: &TrainerSettings, timing: &mut Timing) -> anyhow::Result<()> {
+    let started = Instant::now();
     let batch = replay.sample(settings.learner.batch_size)?;
-    learn_on(learner, front, &batch, replay, window, settings)
+    let phases = learn_on(learner, front, &batch, replay, window, settings)?;
+    timing.learning_s += started.elapsed().as_secs_f64();
+    timing.add_update(&phases);
+    Ok(())
+}
+
+/// [`publish_to`], its seconds counted as learning in `timing`.
+fn publish_timed(params: &dyn ParameterSink, learner: &Learner, timing: &mut Timing) -> anyhow::Result<()> {
+    let started = Instant::now();
+    publish_to(params, learner)?;
+    timing.learning_s += started.elapsed().as_secs_f64();
+    Ok(())
 }
 
 /// One learner update on `batch`, new priorities to `replay` when sampling is prioritised;
@@ -1177,11 +1128,8 @@ impl LearnerSide<'_> {
                 }
             }
             if self.learner.updates() < t.updates_due(*self.steps_seen) && !self.replay.is_empty() {
-                let started = Instant::now();
-                let phases = update_once(self.learner, self.replay, self.front, self.window, self.settings)?;
-                publish_to(self.params, self.learner)?;
-                self.timing.learning_s += started.elapsed().as_secs_f64();
-                self.timing.add_update(&phases);
+                update_once(self.learner, self.replay, self.front, self.window, self.settings, self.timing)?;
+                publish_timed(self.params, self.learner, self.timing)?;
                 progress.advance(self.learner.updates());
                 continue;
             }
@@ -1198,7 +1146,7 @@ impl LearnerSide<'_> {
         }
     }
 
-    /// The pipelined mode's learner (see [`Trainer::pipelined_segment`]): while the actor takes
+    /// The pipelined mode's learner (see [`Trainer::segment_on_two_threads`]): while the actor takes
     /// a step, the updates due at the steps stored so far; then the step's report is stored, the
     /// parameters published if anything was updated, and the actor let go (`go` is dropped on
     /// return, so an actor waiting for it stops). Returns after the segment's last step and its
@@ -1216,9 +1164,7 @@ impl LearnerSide<'_> {
                 updated |= self.catch_up(t)?;
             }
             if updated {
-                let started = Instant::now();
-                publish_to(self.params, self.learner)?;
-                self.timing.learning_s += started.elapsed().as_secs_f64();
+                publish_timed(self.params, self.learner, self.timing)?;
             }
             if last {
                 return Ok(());
@@ -1233,10 +1179,7 @@ impl LearnerSide<'_> {
     fn catch_up(&mut self, t: &TrainConfig) -> anyhow::Result<bool> {
         let mut updated = false;
         while self.learner.updates() < t.updates_due(*self.steps_seen) && !self.replay.is_empty() {
-            let started = Instant::now();
-            let phases = update_once(self.learner, self.replay, self.front, self.window, self.settings)?;
-            self.timing.learning_s += started.elapsed().as_secs_f64();
-            self.timing.add_update(&phases);
+            update_once(self.learner, self.replay, self.front, self.window, self.settings, self.timing)?;
             updated = true;
         }
         Ok(updated)

@@ -84,34 +84,27 @@ fn cnn_agent_reaches_the_optimal_return() {
 /// learns the corridor as the lockstep mode does, on the same budget.
 #[test]
 fn threaded_actor_and_learner_reach_the_optimal_return() {
-    tch::set_num_threads(2);
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = settings(2500, EncoderKind::Cnn);
-    s.train.mode = TrainMode::Threads;
-    let mut trainer = Trainer::new(s, 1, dir.path(), Box::new(OracleKeypoints::new(Device::Cpu)), toy_envs(), false).unwrap();
-    trainer.set_learner_front(Box::new(OracleKeypoints::new(Device::Cpu)));
-    let scores = trainer.run().unwrap().expect("ran to the budget");
-    let e = &scores.final_eval;
-    eprintln!("threads: final greedy return {:.3} over {} games; {} updates", e.mean, e.returns.len(), scores.updates);
-    // Same schedule as lockstep: (2500 - 200) / 2 updates.
-    assert_eq!(scores.updates, 1150);
-    assert!(e.mean >= 0.95, "greedy return {} below 0.95", e.mean);
-    let steps: Vec<u64> = trainer.metrics().iter().map(|r| r.agent_steps).collect();
-    assert_eq!(steps, vec![1000, 2000, 2500], "a metrics row at every 1000 steps and at the end");
+    two_thread_mode_reaches_the_optimal_return(TrainMode::Threads);
 }
 
 /// The pipelined mode learns the corridor on the lockstep budget and schedule.
 #[test]
 fn pipelined_actor_and_learner_reach_the_optimal_return() {
+    two_thread_mode_reaches_the_optimal_return(TrainMode::Pipelined);
+}
+
+/// A run of `mode` (a second front end for the learner's thread) on the lockstep budget learns
+/// the corridor with the lockstep schedule of updates and metrics rows.
+fn two_thread_mode_reaches_the_optimal_return(mode: TrainMode) {
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(2500, EncoderKind::Cnn);
-    s.train.mode = TrainMode::Pipelined;
+    s.train.mode = mode;
     let mut trainer = Trainer::new(s, 1, dir.path(), Box::new(OracleKeypoints::new(Device::Cpu)), toy_envs(), false).unwrap();
     trainer.set_learner_front(Box::new(OracleKeypoints::new(Device::Cpu)));
     let scores = trainer.run().unwrap().expect("ran to the budget");
     let e = &scores.final_eval;
-    eprintln!("pipelined: final greedy return {:.3} over {} games; {} updates; timing {:?}", e.mean, e.returns.len(), scores.updates, scores.timing);
+    eprintln!("{mode:?}: final greedy return {:.3} over {} games; {} updates; timing {:?}", e.mean, e.returns.len(), scores.updates, scores.timing);
     assert_eq!(scores.updates, 1150, "the lockstep schedule: (2500 - 200) / 2 updates");
     assert!(e.mean >= 0.95, "greedy return {} below 0.95", e.mean);
     let steps: Vec<u64> = trainer.metrics().iter().map(|r| r.agent_steps).collect();
