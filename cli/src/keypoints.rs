@@ -44,7 +44,7 @@ pub fn collect(config: &Config, frames: u64, out: &Path) -> anyhow::Result<()> {
 }
 
 /// An endless, seeded batch stream over the train split: batch `step` is the same for a resumed run.
-fn frame_batches(data: &Dataset, batch: usize, seed: u64) -> anyhow::Result<impl FnMut(u64) -> Result<Tensor, String>> {
+fn frame_batches(data: &Dataset, batch: usize, seed: u64) -> anyhow::Result<impl FnMut(u64) -> Result<Tensor, String> + Send> {
     let loader = FrameLoader::new(data, Split::Train, FrameLoaderConfig { batch_size: batch, seed, ..FrameLoaderConfig::default() })?;
     let per_epoch = loader.batches_per_epoch().max(1) as u64;
     let mut current: Option<(u64, permakey::dataset::FrameEpoch, u64)> = None; // (epoch, iterator, next index)

@@ -26,6 +26,7 @@ pub mod optim;
 pub mod permakey;
 pub mod pointnet;
 pub mod precision;
+pub mod prefetch;
 pub mod synthetic;
 pub mod train;
 pub mod transporter;

@@ -6,7 +6,9 @@
 //! and `checkpoints/step-N/` (see [`crate::checkpoint`]) with `checkpoints/latest`.
 //! `resume` continues from `checkpoints/latest`: weights, batch-norm statistics, Adam moments and
 //! step count are restored; the caller's batch source is asked for batch `step` onwards, so a
-//! seeded source continues where it stopped.
+//! seeded source continues where it stopped. On a CUDA device the source is asked, and its
+//! batches copied to the device, on a helper thread up to [`crate::prefetch::DEPTH`] batches ahead
+//! of training ([`crate::prefetch`]: the copy would otherwise wait for the update before it).
 
 use std::{
     fs,
@@ -23,6 +25,7 @@ use crate::{
     config::PermaKeyConfig,
     optim::{Adam, AdamConfig},
     permakey::PermaKey,
+    prefetch::{self, prefetched},
     viz,
 };
 
@@ -167,6 +170,18 @@ impl PendingLosses {
     }
 }
 
+/// Logs how long the batches took to make (read, convert, copy to the device) and how much of
+/// that the training thread waited for (all of it when they are made inline, on the CPU).
+fn log_batches(stats: &prefetch::PrefetchStats, started: Instant) {
+    tracing::info!(
+        batches = stats.made,
+        making_s = format!("{:.2}", stats.making_s),
+        waiting_s = format!("{:.2}", stats.waiting_s),
+        training_s = format!("{:.2}", started.elapsed().as_secs_f64()),
+        "pre-training batches made; the training thread waited waiting_s of making_s for them"
+    );
+}
+
 /// What a pre-training loop writes after a batch.
 struct Due {
     /// A CSV row.
@@ -225,7 +240,22 @@ pub fn pretrain(
     seed: i64,
     run_dir: &Path,
     resume: bool,
-    next_batch: &mut dyn FnMut(u64) -> Result<Tensor, String>,
+    next_batch: &mut (dyn FnMut(u64) -> Result<Tensor, String> + Send),
+) -> Result<Trained, TrainError> {
+    pretrain_with_depth(model_config, train, device, seed, run_dir, resume, next_batch, prefetch::depth_for(device))
+}
+
+/// [`pretrain`] with `depth` batches made ahead on a helper thread (0: inline), whatever the device.
+#[allow(clippy::too_many_arguments)]
+fn pretrain_with_depth(
+    model_config: &PermaKeyConfig,
+    train: &PretrainConfig,
+    device: Device,
+    seed: i64,
+    run_dir: &Path,
+    resume: bool,
+    next_batch: &mut (dyn FnMut(u64) -> Result<Tensor, String> + Send),
+    depth: usize,
 ) -> Result<Trained, TrainError> {
     let checkpoints = run_dir.join("checkpoints");
     fs::create_dir_all(run_dir.join("previews")).map_err(|e| io_err(run_dir, e))?;
@@ -248,41 +278,48 @@ pub fn pretrain(
     let started = Instant::now();
     let mut history = Vec::new();
     let mut pending = PendingLosses::new();
-    while adam.step < train.steps {
-        let step = adam.step;
-        let frames = next_batch(step).map_err(|reason| TrainError::Batch { step, reason })?.to_device(device);
-        let losses = model.losses(&frames, true);
-        pending.push(step, &losses.total)?;
-        let lr = adam.current_lr();
-        adam.backward_step(&losses.total);
-        let done = adam.step;
-        let Due { log, preview, save } = Due::after(train, done);
-        if log || preview || save {
-            pending.check()?;
+    // On a CUDA device batches are read and copied to the device on a helper thread (`crate::prefetch`).
+    let mut upload = |step: u64| next_batch(step).map(|frames| frames.to_device(device));
+    let (trained, batches) = prefetched(adam.step..train.steps, depth, &mut upload, |next_batch| -> Result<(), TrainError> {
+        while adam.step < train.steps {
+            let step = adam.step;
+            let frames = next_batch(step).map_err(|reason| TrainError::Batch { step, reason })?;
+            let losses = model.losses(&frames, true);
+            pending.push(step, &losses.total)?;
+            let lr = adam.current_lr();
+            adam.backward_step(&losses.total);
+            let done = adam.step;
+            let Due { log, preview, save } = Due::after(train, done);
+            if log || preview || save {
+                pending.check()?;
+            }
+            if log {
+                let row = StepLosses {
+                    step: done,
+                    nll: losses.nll.double_value(&[]),
+                    kl: losses.kl.double_value(&[]),
+                    lsp: losses.lsp.double_value(&[]),
+                    pnet: losses.pnet.double_value(&[]),
+                };
+                writeln!(csv, "{},{lr:.6e},{:.6},{:.6},{:.6},{:.6},{:.2}", done, row.nll, row.kl, row.lsp, row.pnet, started.elapsed().as_secs_f64())
+                    .map_err(|e| io_err(&csv_path, e))?;
+                bar.set_message(format!("nll {:.3} kl {:.3} lsp {:.4} pnet {:.4}", row.nll, row.kl, row.lsp, row.pnet));
+                history.push(row);
+            }
+            if preview {
+                let path = run_dir.join("previews").join(format!("step-{done:07}.png"));
+                write_preview(&model, &frames.narrow(0, 0, frames.size()[0].min(4)), &path)?;
+            }
+            if save {
+                let name = format!("step-{done:07}");
+                checkpoint::save(&checkpoints, &name, KIND, model_config, &vs, &adam.state(), done, 0, serde_json::Value::Null)?;
+            }
+            bar.set_position(done);
         }
-        if log {
-            let row = StepLosses {
-                step: done,
-                nll: losses.nll.double_value(&[]),
-                kl: losses.kl.double_value(&[]),
-                lsp: losses.lsp.double_value(&[]),
-                pnet: losses.pnet.double_value(&[]),
-            };
-            writeln!(csv, "{},{lr:.6e},{:.6},{:.6},{:.6},{:.6},{:.2}", done, row.nll, row.kl, row.lsp, row.pnet, started.elapsed().as_secs_f64())
-                .map_err(|e| io_err(&csv_path, e))?;
-            bar.set_message(format!("nll {:.3} kl {:.3} lsp {:.4} pnet {:.4}", row.nll, row.kl, row.lsp, row.pnet));
-            history.push(row);
-        }
-        if preview {
-            let path = run_dir.join("previews").join(format!("step-{done:07}.png"));
-            write_preview(&model, &frames.narrow(0, 0, frames.size()[0].min(4)), &path)?;
-        }
-        if save {
-            let name = format!("step-{done:07}");
-            checkpoint::save(&checkpoints, &name, KIND, model_config, &vs, &adam.state(), done, 0, serde_json::Value::Null)?;
-        }
-        bar.set_position(done);
-    }
+        Ok(())
+    });
+    log_batches(&batches, started);
+    trained?;
     bar.finish_and_clear();
     let step = adam.step;
     Ok(Trained { vs, model, step, history })
@@ -324,7 +361,7 @@ pub fn pretrain_transporter(
     seed: i64,
     run_dir: &Path,
     resume: bool,
-    next_pair: &mut dyn FnMut(u64) -> Result<(Tensor, Tensor), String>,
+    next_pair: &mut (dyn FnMut(u64) -> Result<(Tensor, Tensor), String> + Send),
 ) -> Result<(nn::VarStore, crate::transporter::Transporter, u64), TrainError> {
     model_config.validate().map_err(TrainError::Config)?;
     let checkpoints = run_dir.join("checkpoints");
@@ -342,34 +379,40 @@ pub fn pretrain_transporter(
     let bar = progress_bar(train, adam.step);
     let started = Instant::now();
     let mut pending = PendingLosses::new();
-    while adam.step < train.steps {
-        let step = adam.step;
-        let (source, target) = next_pair(step).map_err(|reason| TrainError::Batch { step, reason })?;
-        let loss = model.loss(&source.to_device(device), &target.to_device(device), true);
-        pending.push(step, &loss)?;
-        let lr = adam.current_lr();
-        adam.backward_step(&loss);
-        let done = adam.step;
-        let Due { log, preview, save } = Due::after(train, done);
-        if log || preview || save {
-            pending.check()?;
+    let mut upload = |step: u64| next_pair(step).map(|(source, target)| (source.to_device(device), target.to_device(device)));
+    let (trained, batches) = prefetched(adam.step..train.steps, prefetch::depth_for(device), &mut upload, |next_pair| -> Result<(), TrainError> {
+        while adam.step < train.steps {
+            let step = adam.step;
+            let (source, target) = next_pair(step).map_err(|reason| TrainError::Batch { step, reason })?;
+            let loss = model.loss(&source, &target, true);
+            pending.push(step, &loss)?;
+            let lr = adam.current_lr();
+            adam.backward_step(&loss);
+            let done = adam.step;
+            let Due { log, preview, save } = Due::after(train, done);
+            if log || preview || save {
+                pending.check()?;
+            }
+            if log {
+                let value = loss.double_value(&[]);
+                writeln!(csv, "{done},{lr:.6e},{value:.6},{:.2}", started.elapsed().as_secs_f64()).map_err(|e| io_err(&csv_path, e))?;
+                bar.set_message(format!("reconstruction {value:.4}"));
+            }
+            if preview {
+                let path = run_dir.join("previews").join(format!("step-{done:07}.png"));
+                let n = source.size()[0].min(4);
+                write_transporter_preview(&model, &source.narrow(0, 0, n), &target.narrow(0, 0, n), &path)?;
+            }
+            if save {
+                let name = format!("step-{done:07}");
+                checkpoint::save(&checkpoints, &name, TRANSPORTER_KIND, model_config, &vs, &adam.state(), done, 0, serde_json::Value::Null)?;
+            }
+            bar.set_position(done);
         }
-        if log {
-            let value = loss.double_value(&[]);
-            writeln!(csv, "{done},{lr:.6e},{value:.6},{:.2}", started.elapsed().as_secs_f64()).map_err(|e| io_err(&csv_path, e))?;
-            bar.set_message(format!("reconstruction {value:.4}"));
-        }
-        if preview {
-            let path = run_dir.join("previews").join(format!("step-{done:07}.png"));
-            let n = source.size()[0].min(4);
-            write_transporter_preview(&model, &source.narrow(0, 0, n).to_device(device), &target.narrow(0, 0, n).to_device(device), &path)?;
-        }
-        if save {
-            let name = format!("step-{done:07}");
-            checkpoint::save(&checkpoints, &name, TRANSPORTER_KIND, model_config, &vs, &adam.state(), done, 0, serde_json::Value::Null)?;
-        }
-        bar.set_position(done);
-    }
+        Ok(())
+    });
+    log_batches(&batches, started);
+    trained?;
     bar.finish_and_clear();
     let step = adam.step;
     Ok((vs, model, step))
@@ -428,9 +471,9 @@ mod tests {
         }
     }
 
-    /// Trains `small()` on random batches, batch `bad` all NaN; returns the result, the batches
-    /// asked for and the checkpoints written.
-    fn train_with_nan(train: &PretrainConfig, bad: u64) -> (Result<Trained, TrainError>, u64, Vec<String>) {
+    /// Trains `small()` on random batches, batch `bad` all NaN, `depth` batches made ahead on a
+    /// helper thread; returns the result, the batches asked for and the checkpoints written.
+    fn train_with_nan(train: &PretrainConfig, bad: u64, depth: usize) -> (Result<Trained, TrainError>, u64, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
         let mut asked = 0;
         let mut next = |step: u64| {
@@ -438,7 +481,7 @@ mod tests {
             let frames = Tensor::rand([2, 3, 84, 84], (Kind::Float, Device::Cpu));
             Ok(if step == bad { frames.fill(f64::NAN) } else { frames })
         };
-        let result = pretrain(&small(), train, Device::Cpu, 0, dir.path(), false, &mut next);
+        let result = pretrain_with_depth(&small(), train, Device::Cpu, 0, dir.path(), false, &mut next, depth);
         let mut saved: Vec<String> = fs::read_dir(dir.path().join("checkpoints"))
             .map(|entries| entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with("step-")).collect())
             .unwrap_or_default();
@@ -446,25 +489,68 @@ mod tests {
         (result, asked, saved)
     }
 
+    /// Frames that depend on `step` only (no torch RNG: the source runs on the prefetch thread).
+    fn frames_of(step: u64) -> Tensor {
+        let values: Vec<f32> = (0..2 * 3 * 84 * 84u64).map(|i| ((i * 7919 + step * 104_729) % 256) as f32 / 255.0).collect();
+        Tensor::from_slice(&values).view([2, 3, 84, 84])
+    }
+
+    /// Pre-trains `small()` in `dir` up to `steps`; returns the steps the source was asked for.
+    fn train_to(dir: &Path, steps: u64, resume: bool, depth: usize) -> Vec<u64> {
+        let train = PretrainConfig { steps, batch_size: 2, log_every: 1, preview_every: 0, checkpoint_every: 3, progress: false, ..PretrainConfig::default() };
+        let mut asked = Vec::new();
+        let mut next = |step: u64| {
+            asked.push(step);
+            Ok(frames_of(step))
+        };
+        let trained = pretrain_with_depth(&small(), &train, Device::Cpu, 0, dir, resume, &mut next, depth).unwrap();
+        assert_eq!(trained.step, steps);
+        asked
+    }
+
+    /// (That the helper leaves a run's numbers alone is checked on whole runs, not here: other
+    /// tests of this binary draw from torch's global RNG at the same time.)
+    #[test]
+    fn prefetched_batches_come_in_order_and_a_resumed_run_asks_for_the_next_one() {
+        for depth in [0, prefetch::DEPTH] {
+            let (one, three) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let asked = train_to(one.path(), 6, false, depth);
+            assert_eq!(asked, [0, 1, 2, 3, 4, 5], "depth {depth}: the source is asked for every batch once, in order, and no further");
+            // Stopped at the step-3 checkpoint, resumed to 6: asked for 3, 4, 5.
+            let asked = train_to(three.path(), 3, false, depth);
+            assert_eq!(asked, [0, 1, 2], "depth {depth}");
+            let asked = train_to(three.path(), 6, true, depth);
+            assert_eq!(asked, [3, 4, 5], "depth {depth}");
+            let history = fs::read_to_string(three.path().join("metrics.csv")).unwrap();
+            let steps: Vec<&str> = history.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+            assert_eq!(steps, ["1", "2", "3", "4", "5", "6"], "depth {depth}: {history}");
+        }
+    }
+
     #[test]
     fn a_non_finite_loss_names_its_batch_and_no_checkpoint_holds_weights_trained_on_it() {
-        let base = PretrainConfig { steps: 12, batch_size: 2, log_every: 5, preview_every: 0, checkpoint_every: 4, progress: false, ..PretrainConfig::default() };
-        // Batch 5 is trained at step 6; the check before the step-8 checkpoint finds it.
-        let (result, asked, saved) = train_with_nan(&base, 5);
-        match result {
-            Err(TrainError::NonFinite { step: 5, value }) => assert!(value.is_nan()),
-            other => panic!("expected the NaN of batch 5, got {:?}", other.err()),
+        // Inline (the CPU's way) and with the helper thread a CUDA device uses.
+        for depth in [0, prefetch::DEPTH] {
+            let base = PretrainConfig { steps: 12, batch_size: 2, log_every: 5, preview_every: 0, checkpoint_every: 4, progress: false, ..PretrainConfig::default() };
+            // Batch 5 is trained at step 6; the check before the step-8 checkpoint finds it.
+            let (result, asked, saved) = train_with_nan(&base, 5, depth);
+            match result {
+                Err(TrainError::NonFinite { step: 5, value }) => assert!(value.is_nan()),
+                other => panic!("depth {depth}: expected the NaN of batch 5, got {:?}", other.err()),
+            }
+            // Batches 0..8 were trained before the check; the helper may have made `depth` more.
+            assert!((8..=8 + depth as u64).contains(&asked), "depth {depth}: asked for {asked} batches");
+            assert_eq!(saved, ["step-0000004"], "depth {depth}: the step-8 checkpoint would hold NaN weights");
+            // Nothing logged or saved for a long stretch: the held losses force a check.
+            let sparse = PretrainConfig { steps: 200, log_every: 1000, checkpoint_every: 1000, ..base.clone() };
+            let (result, asked, _) = train_with_nan(&sparse, 3, depth);
+            assert!(matches!(result, Err(TrainError::NonFinite { step: 3, .. })), "depth {depth}: {:?}", result.err());
+            let limit = PendingLosses::LIMIT as u64;
+            assert!((limit..=limit + depth as u64).contains(&asked), "depth {depth}: asked for {asked} batches");
+            // The last batch is checked too.
+            let (result, _, saved) = train_with_nan(&PretrainConfig { steps: 7, ..base }, 6, depth);
+            assert!(matches!(result, Err(TrainError::NonFinite { step: 6, .. })), "depth {depth}: {:?}", result.err());
+            assert_eq!(saved, ["step-0000004"], "depth {depth}");
         }
-        assert_eq!(asked, 8, "batches 0..8 were trained before the check");
-        assert_eq!(saved, ["step-0000004"], "the step-8 checkpoint would hold NaN weights");
-        // Nothing logged or saved for a long stretch: the held losses force a check.
-        let sparse = PretrainConfig { steps: 200, log_every: 1000, checkpoint_every: 1000, ..base.clone() };
-        let (result, asked, _) = train_with_nan(&sparse, 3);
-        assert!(matches!(result, Err(TrainError::NonFinite { step: 3, .. })), "{:?}", result.err());
-        assert_eq!(asked, PendingLosses::LIMIT as u64);
-        // The last batch is checked too.
-        let (result, _, saved) = train_with_nan(&PretrainConfig { steps: 7, ..base }, 6);
-        assert!(matches!(result, Err(TrainError::NonFinite { step: 6, .. })), "{:?}", result.err());
-        assert_eq!(saved, ["step-0000004"]);
     }
 }
