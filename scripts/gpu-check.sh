@@ -22,8 +22,10 @@
 # give the run the time: the whole single-seed timing (goal < 10 min) needs one call of ~600 s, e.g.
 #   run(command="BENCHES=0 RUN_SECONDS=585 scripts/gpu-check.sh", carry=[...as above...], timeout_s=600)
 # MODE, BACKGROUND_EVAL and FINAL_EVAL_WORKERS put more than one thread on the device at once, which
-# no GPU has run yet: if the run fails at the start of RL or at an evaluation, MODE=lockstep
-# BACKGROUND_EVAL=false FINAL_EVAL_WORKERS=1 is the single-thread run of 2026-12-04.
+# no GPU has run yet. If the run fails (an exit other than 0 or the cut's 124) after its keypoint
+# model was pre-trained, the script falls back within the same call: a second run, atari100k-fallback,
+# with MODE=lockstep BACKGROUND_EVAL=false FINAL_EVAL_WORKERS=1 (the single-thread run of 2026-12-04)
+# on the first run's keypoint checkpoint, for what is left of RUN_SECONDS; both runs' files come back.
 # DEVICE, BATCHES and CONFIG exist to try the script itself on a CPU machine, e.g.
 #   DEVICE=cpu BATCHES=1 CONFIG=config/quick.toml CACHE_MIB=256 RUN_SECONDS=90 PYTHON=.deps/torch-cuda/bin/python scripts/gpu-check.sh
 set -uo pipefail
@@ -76,15 +78,32 @@ timeout -k 20 "$RUN_SECONDS" scripts/run-cuda.sh "$BIN" --config "$CONFIG" --dev
   --set run.out_dir=runs/gpu-check --set run.name=atari100k \
   run >"$OUT/atari100k/log.txt" 2>&1
 rc=$?
-kill $sampler 2>/dev/null
 echo "exit $rc after $(( $(date +%s) - start )) s (124: cut at RUN_SECONDS)" | tee -a "$OUT/atari100k/log.txt"
-# every csv/json/toml of the run folder (the trainer's and the pre-training's), not the checkpoints
-out_abs=$(cd "$OUT/atari100k" && pwd)
-[ -d runs/gpu-check/atari100k ] && (cd runs/gpu-check/atari100k && find . -path '*/checkpoints' -prune -o \
-  -type f \( -name '*.csv' -o -name '*.json' -o -name '*.toml' \) -exec cp --parents {} "$out_abs/" \;)
-tail -3 "$OUT/atari100k/log.txt"
+# every csv/json/toml of a run folder (the trainer's and the pre-training's), not the checkpoints
+keep() {
+  mkdir -p "$OUT/$1"
+  local out_abs; out_abs=$(cd "$OUT/$1" && pwd)
+  [ -d "runs/gpu-check/$1" ] && (cd "runs/gpu-check/$1" && find . -path '*/checkpoints' -prune -o \
+    -type f \( -name '*.csv' -o -name '*.json' -o -name '*.toml' \) -exec cp --parents {} "$out_abs/" \;)
+  tail -3 "$OUT/$1/log.txt"
+}
+keep atari100k
+left=$(( RUN_SECONDS - ($(date +%s) - start) ))
+pretrained=runs/gpu-check/atari100k/permakey/checkpoints
+if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ -e "$pretrained/latest" ] && [ "$left" -gt 60 ]; then
+  stamp "the run failed (exit $rc): single-thread fallback on its keypoint model, at most $left s"
+  mkdir -p "$OUT/atari100k-fallback"
+  timeout -k 20 "$left" scripts/run-cuda.sh "$BIN" --config "$CONFIG" --device $DEVICE \
+    --set matmul_precision=$PRECISION --set learner.feature_cache_mib=$CACHE_MIB --set train.background_eval=false \
+    --set train.final_eval_workers=1 --set train.mode=lockstep --set keypoints.checkpoint=$pretrained \
+    --set run.out_dir=runs/gpu-check --set run.name=atari100k-fallback \
+    run >"$OUT/atari100k-fallback/log.txt" 2>&1
+  echo "fallback exit $? after $(( $(date +%s) - start )) s since the first run's start" | tee -a "$OUT/atari100k-fallback/log.txt"
+  keep atari100k-fallback
+fi
+kill $sampler 2>/dev/null
 # The device tool returns at most 8 files per call: everything goes into one archive, and only the
 # archive, the doctor's output and the two bench tables stay loose.
-tar czf "$OUT.tgz" -C "$OUT" . && mv "$OUT.tgz" "$OUT/gpu-check.tgz" && rm -rf "$OUT/atari100k" "$OUT"/*.log
+tar czf "$OUT.tgz" -C "$OUT" . && mv "$OUT.tgz" "$OUT/gpu-check.tgz" && rm -rf "$OUT/atari100k" "$OUT/atari100k-fallback" "$OUT"/*.log
 ls "$OUT"
 stamp "done"
