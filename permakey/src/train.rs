@@ -170,9 +170,19 @@ impl PendingLosses {
     }
 }
 
-/// Logs how long the batches took to make (read, convert, copy to the device) and how much of
-/// that the training thread waited for (all of it when they are made inline, on the CPU).
-fn log_batches(stats: &prefetch::PrefetchStats, started: Instant) {
+/// Runs a pre-training loop, `train_loop`, on the batches of `upload` for `steps`, made `depth`
+/// ahead on a helper thread ([`crate::prefetch`]; 0: inline), then logs how long the batches took
+/// to make (read, convert, copy to the device) and how much of that the training thread waited
+/// for (all of it when they are made inline, on the CPU). The log line comes even when the loop
+/// failed.
+fn train_on_batches<T: Send>(
+    steps: std::ops::Range<u64>,
+    depth: usize,
+    upload: &mut (dyn FnMut(u64) -> Result<T, String> + Send),
+    started: Instant,
+    train_loop: impl FnOnce(&mut dyn FnMut(u64) -> Result<T, String>) -> Result<(), TrainError>,
+) -> Result<(), TrainError> {
+    let (trained, stats) = prefetched(steps, depth, upload, train_loop);
     tracing::info!(
         batches = stats.made,
         making_s = format!("{:.2}", stats.making_s),
@@ -180,6 +190,7 @@ fn log_batches(stats: &prefetch::PrefetchStats, started: Instant) {
         training_s = format!("{:.2}", started.elapsed().as_secs_f64()),
         "pre-training batches made; the training thread waited waiting_s of making_s for them"
     );
+    trained
 }
 
 /// What a pre-training loop writes after a batch.
@@ -280,7 +291,7 @@ fn pretrain_with_depth(
     let mut pending = PendingLosses::new();
     // On a CUDA device batches are read and copied to the device on a helper thread (`crate::prefetch`).
     let mut upload = |step: u64| next_batch(step).map(|frames| frames.to_device(device));
-    let (trained, batches) = prefetched(adam.step..train.steps, depth, &mut upload, |next_batch| -> Result<(), TrainError> {
+    train_on_batches(adam.step..train.steps, depth, &mut upload, started, |next_batch| {
         while adam.step < train.steps {
             let step = adam.step;
             let frames = next_batch(step).map_err(|reason| TrainError::Batch { step, reason })?;
@@ -317,9 +328,7 @@ fn pretrain_with_depth(
             bar.set_position(done);
         }
         Ok(())
-    });
-    log_batches(&batches, started);
-    trained?;
+    })?;
     bar.finish_and_clear();
     let step = adam.step;
     Ok(Trained { vs, model, step, history })
@@ -380,7 +389,7 @@ pub fn pretrain_transporter(
     let started = Instant::now();
     let mut pending = PendingLosses::new();
     let mut upload = |step: u64| next_pair(step).map(|(source, target)| (source.to_device(device), target.to_device(device)));
-    let (trained, batches) = prefetched(adam.step..train.steps, prefetch::depth_for(device), &mut upload, |next_pair| -> Result<(), TrainError> {
+    train_on_batches(adam.step..train.steps, prefetch::depth_for(device), &mut upload, started, |next_pair| {
         while adam.step < train.steps {
             let step = adam.step;
             let (source, target) = next_pair(step).map_err(|reason| TrainError::Batch { step, reason })?;
@@ -410,9 +419,7 @@ pub fn pretrain_transporter(
             bar.set_position(done);
         }
         Ok(())
-    });
-    log_batches(&batches, started);
-    trained?;
+    })?;
     bar.finish_and_clear();
     let step = adam.step;
     Ok((vs, model, step))
